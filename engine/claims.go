@@ -41,11 +41,11 @@ func (r Role) Valid() bool {
 // Claims is the identity of a peer, read from its verified certificate. Every
 // field but Region is required; the parser never fills one in.
 type Claims struct {
-	Cluster    string    `json:"cluster"`
-	Env        string    `json:"env"`
-	Role       Role      `json:"role"`
-	Datacenter string    `json:"datacenter"`
-	Node       string    `json:"node"`
+	Cluster    string `json:"cluster"`
+	Env        string `json:"env"`
+	Role       Role   `json:"role"`
+	Datacenter string `json:"datacenter"`
+	Node       string `json:"node"`
 	// Region is read only by the subject mapping, where it is optional.
 	Region string `json:"region,omitempty"`
 	// SPIFFEID is the certificate's URI SAN under the spiffe mapping. Under the

@@ -1,0 +1,201 @@
+package main
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/coordinatord/coordinatord/engine"
+	"github.com/coordinatord/coordinatord/internal/pki"
+	"github.com/coordinatord/coordinatord/server"
+)
+
+// The development node's identity.
+const (
+	devNode       = "dev-1"
+	devCluster    = "dev"
+	devEnv        = "dev"
+	devDatacenter = "dc1"
+)
+
+// devRoles get a certificate each in the dev data dir, named after the role.
+var devRoles = []engine.Role{engine.RoleAdmin, engine.RoleClient, engine.RoleGate, engine.RoleManager, engine.RoleWorker}
+
+func newDevCmd() *cobra.Command {
+	var dataDir, httpAddr string
+	cmd := &cobra.Command{
+		Use:   "dev",
+		Short: "Run a single development node with every default embedded",
+		Long: `Run one node for development: a data dir in a temporary folder (removed on
+exit unless --data-dir is given), a generated dev CA with a certificate for
+each role, the built-in default policy, and a Raft store with one voter.
+It prints the commands to try next.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := applyEnvAndFile(cmd, "log-level", "log-format"); err != nil {
+				return err
+			}
+			logger, err := newLogger()
+			if err != nil {
+				return err
+			}
+			keep := dataDir != ""
+			if !keep {
+				if dataDir, err = os.MkdirTemp("", "coordinatord-dev-"); err != nil {
+					return err
+				}
+				defer func() {
+					if err := os.RemoveAll(dataDir); err != nil {
+						logger.Error("remove dev data dir", "dir", dataDir, "error", err)
+					}
+				}()
+			}
+			certs := filepath.Join(dataDir, "certs")
+			ca, err := devCertificates(certs)
+			if err != nil {
+				return err
+			}
+			cert, err := loadPair(certs, "node")
+			if err != nil {
+				return err
+			}
+			cfg := server.DefaultConfig()
+			cfg.NodeID = devNode
+			cfg.DataDir = filepath.Join(dataDir, "node")
+			cfg.HTTPAddr = httpAddr
+			cfg.Certificate = cert
+			cfg.ClientCAs = ca.Pool()
+			cfg.Bootstrap = true
+			cfg.Logger = logger
+			// One voter over an in-memory transport: elections need not
+			// wait for a network, so the node leads within a few 100 ms.
+			cfg.Raft.HeartbeatTimeout = 200 * time.Millisecond
+			cfg.Raft.ElectionTimeout = 200 * time.Millisecond
+			cfg.Raft.LeaderLeaseTimeout = 100 * time.Millisecond
+			return runServer(cmd.Context(), cfg, func(s *server.Server) {
+				printDevHelp(cmd.OutOrStdout(), s.Addr(), dataDir, certs, keep)
+			})
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&dataDir, "data-dir", "", "keep the node's data and certificates here (default: a temporary folder removed on exit)")
+	f.StringVar(&httpAddr, "http-addr", "127.0.0.1:8443", "address of the mTLS HTTP API")
+	return cmd
+}
+
+// devCertificates makes (or, in a kept data dir, reuses) the dev CA, the
+// node's certificate and one client certificate per role.
+func devCertificates(dir string) (*pki.CA, error) {
+	caCert, caKey := filepath.Join(dir, "ca.crt"), filepath.Join(dir, "ca.key")
+	ca, err := pki.LoadCA(caCert, caKey)
+	switch {
+	case err == nil:
+	case errors.Is(err, fs.ErrNotExist):
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, err
+		}
+		if ca, err = pki.NewCA("coordinatord dev CA", time.Now().Add(-clockSkew), 10*365*24*time.Hour); err != nil {
+			return nil, err
+		}
+		if err := ca.WriteFiles(caCert, caKey, false); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, err
+	}
+	now := time.Now()
+	base := pki.Request{
+		Mapping:     engine.MappingSPIFFE,
+		TrustDomain: engine.DefaultIdentityConfig().TrustDomain,
+		NotBefore:   now.Add(-clockSkew),
+		NotAfter:    now.Add(365 * 24 * time.Hour),
+	}
+	claims := func(role engine.Role, node string) engine.Claims {
+		return engine.Claims{Cluster: devCluster, Env: devEnv, Role: role, Datacenter: devDatacenter, Node: node}
+	}
+	node := base
+	node.Claims = claims(engine.RoleCoordinator, devNode)
+	node.Server = true
+	node.DNSNames = []string{"localhost"}
+	node.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}
+	want := map[string]pki.Request{"node": node}
+	for _, role := range devRoles {
+		r := base
+		r.Claims = claims(role, string(role)+"-1")
+		want[string(role)] = r
+	}
+	for name, req := range want {
+		if _, err := os.Stat(filepath.Join(dir, name+".crt")); err == nil {
+			continue
+		}
+		if _, _, err := issueTo(ca, req, dir, name, false); err != nil {
+			return nil, fmt.Errorf("dev certificate %s: %w", name, err)
+		}
+	}
+	return ca, nil
+}
+
+func loadPair(dir, name string) (tls.Certificate, error) {
+	return loadX509KeyPair(filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key"))
+}
+
+// selfCommand is how the user should run this binary again: "go run" when
+// it was built by go run into a temporary folder.
+func selfCommand() string {
+	exe, err := os.Executable()
+	if err != nil || strings.Contains(exe, "go-build") {
+		return "go run ./cmd/coordinatord"
+	}
+	if p, err := exec.LookPath(filepath.Base(exe)); err == nil && p == exe {
+		return filepath.Base(exe)
+	}
+	return exe
+}
+
+func printDevHelp(w io.Writer, addr, dataDir, certs string, kept bool) {
+	self := selfCommand()
+	c := func(name string) string { return filepath.Join(certs, name) }
+	removal := "removed on exit"
+	if kept {
+		removal = "kept"
+	}
+	fmt.Fprintf(w, `
+coordinatord dev: node %s serves https://%s  (cluster %s, env %s, datacenter %s)
+data and certificates in %s (%s)
+
+Try, in a second shell (the exports make you the admin):
+
+  export COORDINATORD_ADDR=https://%s
+  export COORDINATORD_CA=%s COORDINATORD_CERT=%s COORDINATORD_KEY=%s
+
+  # a worker may connect to a manager: ALLOWED
+  %s admission check --source-cert %s --target-cert %s --action connect
+  # a worker may not connect to a gate: DENIED, and the reason names the role pair
+  %s admission check --source-cert %s --target-cert %s --action connect
+
+  %s policy list                  # the stored policies
+  %s policy get default           # the default policy's Rego
+  %s decisions --limit 5          # the decisions just made, with reasons
+  %s policy test examples/policies/default   # run a policy's Rego tests
+
+  # a worker may not write policies: 403 with the decision's reason
+  %s policy push examples/policies/per-datacenter/policy.rego --id per-dc --cert %s --key %s
+
+Press Ctrl-C to stop.
+`, devNode, addr, devCluster, devEnv, devDatacenter, dataDir, removal,
+		addr, c("ca.crt"), c("admin.crt"), c("admin.key"),
+		self, c("worker.crt"), c("manager.crt"),
+		self, c("worker.crt"), c("gate.crt"),
+		self, self, self, self,
+		self, c("worker.crt"), c("worker.key"))
+}

@@ -1,0 +1,353 @@
+// Package server wires a coordinatord node together: the replicated store,
+// the admission engine and the mTLS HTTP API under /v1/. Every request is
+// authenticated from its client certificate and authorised by the same
+// admission engine that answers peers' questions.
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/coordinatord/coordinatord/engine"
+	"github.com/coordinatord/coordinatord/policies"
+	"github.com/coordinatord/coordinatord/raftstore"
+)
+
+// DefaultMaxBodyBytes bounds request bodies: a policy of the maximum size
+// plus room for its JSON envelope.
+const DefaultMaxBodyBytes = policies.MaxPolicyBytes + 64<<10
+
+// Config describes one node.
+type Config struct {
+	// NodeID names this node in Raft and in logs. It must equal the node
+	// claim of the node's own certificate.
+	NodeID string
+	// DataDir holds the Raft log, snapshots and the state database.
+	DataDir string
+	// HTTPAddr is where the API listens, e.g. "127.0.0.1:8443".
+	HTTPAddr string
+	// Certificate is the node's own certificate: served to clients and used
+	// as the target of the node's API decisions. Its role must be
+	// "coordinator".
+	Certificate tls.Certificate
+	// ClientCAs verifies client certificates.
+	ClientCAs *x509.CertPool
+	// Identity chooses the certificate mapping and trust domain.
+	Identity engine.IdentityConfig
+	// Expect, when its fields are set, must match the node's own
+	// certificate claims (cluster, env, datacenter), so that a node started
+	// with the wrong files refuses to run instead of joining the wrong
+	// cluster.
+	Expect engine.Claims
+	// Bootstrap makes this node the first voter of a new cluster and
+	// installs the default policy when the store is empty.
+	Bootstrap bool
+	// Raft tunes the store; NodeID, DataDir, Bootstrap, Logger and the
+	// policy hook are set from this Config.
+	Raft raftstore.Config
+	// Clock is the node's only source of time.
+	Clock func() time.Time
+	// Logger receives every log record of the node.
+	Logger *slog.Logger
+	// MaxBodyBytes bounds request bodies.
+	MaxBodyBytes int64
+	// DecisionLogSize is how many decisions GET /v1/decisions can return.
+	DecisionLogSize int
+	// DecisionCacheSize bounds the decision cache; 0 disables it.
+	DecisionCacheSize int
+}
+
+// DefaultConfig returns the configuration of a node that sets nothing but
+// its identity, certificates and data dir.
+func DefaultConfig() Config {
+	return Config{
+		HTTPAddr:          "127.0.0.1:8443",
+		Identity:          engine.DefaultIdentityConfig(),
+		Raft:              raftstore.DefaultConfig(),
+		Clock:             time.Now,
+		MaxBodyBytes:      DefaultMaxBodyBytes,
+		DecisionLogSize:   engine.DefaultDecisionLogSize,
+		DecisionCacheSize: 10000,
+	}
+}
+
+// Server is a running node.
+type Server struct {
+	cfg      Config
+	log      *slog.Logger
+	clock    func() time.Time
+	self     engine.Claims
+	verifier *engine.Verifier
+	engine   *engine.Engine
+	store    *raftstore.Store
+	registry *prometheus.Registry
+	metrics  *serverMetrics
+
+	listener net.Listener
+	http     *http.Server
+	// served is closed when the HTTP server stops; serveErr is then set.
+	served   chan struct{}
+	serveErr error
+
+	stopSeed  context.CancelFunc
+	seedDone  chan struct{}
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// New opens the node's store and prepares its API; Start serves it.
+func New(cfg Config) (*Server, error) {
+	if err := validate(&cfg); err != nil {
+		return nil, err
+	}
+	self, err := ownClaims(cfg)
+	if err != nil {
+		return nil, err
+	}
+	verifier, err := engine.NewVerifier(cfg.ClientCAs, cfg.Identity, cfg.Clock)
+	if err != nil {
+		return nil, fmt.Errorf("node %s: %w", cfg.NodeID, err)
+	}
+	log := engine.NewDecisionLog(cfg.DecisionLogSize)
+	em := engine.NewMetrics(log)
+	eng, err := engine.NewEngine(engine.EngineConfig{
+		Clock:     cfg.Clock,
+		Logger:    cfg.Logger.With("component", "admission"),
+		Log:       log,
+		CacheSize: cfg.DecisionCacheSize,
+		Metrics:   em,
+	})
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg:      cfg,
+		log:      cfg.Logger.With("component", "api", "node", cfg.NodeID),
+		clock:    cfg.Clock,
+		self:     self,
+		verifier: verifier,
+		engine:   eng,
+		registry: prometheus.NewRegistry(),
+		served:   make(chan struct{}),
+		seedDone: make(chan struct{}),
+	}
+
+	rc := cfg.Raft
+	rc.NodeID = cfg.NodeID
+	rc.DataDir = cfg.DataDir
+	rc.Bootstrap = cfg.Bootstrap
+	rc.Logger = cfg.Logger.With("component", "raft", "node", cfg.NodeID)
+	rc.OnPoliciesChanged = s.loadPolicies
+	store, err := raftstore.Open(rc)
+	if err != nil {
+		eng.Close()
+		return nil, fmt.Errorf("node %s: open store in %s: %w", cfg.NodeID, cfg.DataDir, err)
+	}
+	s.store = store
+	s.metrics = newServerMetrics(store)
+	s.registry.MustRegister(em.Collectors()...)
+	s.registry.MustRegister(s.metrics.collectors()...)
+	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return s, nil
+}
+
+func validate(cfg *Config) error {
+	switch {
+	case cfg.NodeID == "":
+		return errors.New("config: node id is required")
+	case cfg.DataDir == "":
+		return errors.New("config: data dir is required")
+	case cfg.HTTPAddr == "":
+		return errors.New("config: HTTP address is required")
+	case len(cfg.Certificate.Certificate) == 0:
+		return errors.New("config: the node's TLS certificate is required")
+	case cfg.ClientCAs == nil:
+		return errors.New("config: a CA pool to verify client certificates is required")
+	case cfg.Clock == nil:
+		return errors.New("config: Clock is required")
+	case cfg.Logger == nil:
+		return errors.New("config: Logger is required")
+	case cfg.MaxBodyBytes <= 0:
+		return fmt.Errorf("config: max body bytes %d must be positive", cfg.MaxBodyBytes)
+	}
+	return cfg.Identity.Validate()
+}
+
+// ownClaims reads the node's identity from its own certificate, strictly,
+// and checks it against the configured expectations.
+func ownClaims(cfg Config) (engine.Claims, error) {
+	leaf, err := x509.ParseCertificate(cfg.Certificate.Certificate[0])
+	if err != nil {
+		return engine.Claims{}, fmt.Errorf("node %s: parse own certificate: %w", cfg.NodeID, err)
+	}
+	c, err := engine.ParseClaims(leaf, cfg.Identity)
+	if err != nil {
+		return engine.Claims{}, fmt.Errorf("node %s: own certificate: %w", cfg.NodeID, err)
+	}
+	if c.Role != engine.RoleCoordinator {
+		return engine.Claims{}, fmt.Errorf("node %s: own certificate has role %q; a coordinatord node needs role %q", cfg.NodeID, c.Role, engine.RoleCoordinator)
+	}
+	checks := []struct{ claim, want, got string }{
+		{"node", cfg.NodeID, c.Node},
+		{"cluster", cfg.Expect.Cluster, c.Cluster},
+		{"env", cfg.Expect.Env, c.Env},
+		{"datacenter", cfg.Expect.Datacenter, c.Datacenter},
+	}
+	for _, k := range checks {
+		if k.want != "" && k.want != k.got {
+			return engine.Claims{}, fmt.Errorf("node %s: own certificate claims %s %q, but the node is configured with %q", cfg.NodeID, k.claim, k.got, k.want)
+		}
+	}
+	return c, nil
+}
+
+// loadPolicies is the store's policy hook: it runs inside the state
+// machine, so the engine is re-prepared before a policy write returns.
+func (s *Server) loadPolicies(revision uint64, ps []policies.Policy) {
+	if err := s.engine.Load(context.Background(), revision, ps); err != nil {
+		// The policies were validated before they were committed, so this
+		// is a node-local fault (e.g. a different OPA version): keep the old
+		// set and make it loud.
+		s.cfg.Logger.Error("policy set not loaded; this node keeps its previous policies",
+			"node", s.cfg.NodeID, "policy_revision", revision, "error", err)
+		s.metrics.policyLoadErrors.Inc()
+	}
+}
+
+// Start listens and serves the API, and on a bootstrap node installs the
+// default policy once the node leads.
+func (s *Server) Start() error {
+	ln, err := net.Listen("tcp", s.cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("node %s: listen on %s: %w", s.cfg.NodeID, s.cfg.HTTPAddr, err)
+	}
+	s.listener = ln
+	s.http = &http.Server{
+		Handler:           s.routes(),
+		TLSConfig:         s.tlsConfig(),
+		ConnContext:       connContext,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       60 * time.Second,
+		IdleTimeout:       5 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	go func() {
+		defer close(s.served)
+		if err := s.http.ServeTLS(ln, "", ""); !errors.Is(err, http.ErrServerClosed) {
+			s.serveErr = err
+		}
+	}()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	s.stopSeed = cancel
+	go func() {
+		defer close(s.seedDone)
+		s.seedDefaultPolicy(ctx)
+	}()
+	s.log.Info("serving", "addr", ln.Addr().String(), "self", s.self.SPIFFEID, "bootstrap", s.cfg.Bootstrap)
+	return nil
+}
+
+// Addr is the address the API listens on (useful with port 0).
+func (s *Server) Addr() string { return s.listener.Addr().String() }
+
+// Served is closed when the API stops serving; ServeErr then says why (nil
+// after Close).
+func (s *Server) Served() <-chan struct{} { return s.served }
+
+// ServeErr is the error that stopped the API, once Served is closed.
+func (s *Server) ServeErr() error {
+	<-s.served
+	return s.serveErr
+}
+
+func (s *Server) tlsConfig() *tls.Config {
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS13,
+		Certificates: []tls.Certificate{s.cfg.Certificate},
+		// Verification happens per request in authenticate, so that a
+		// rejected certificate gets an HTTP answer naming its defect
+		// instead of a bare TLS alert.
+		ClientAuth: tls.RequireAnyClientCert,
+		NextProtos: []string{"h2", "http/1.1"},
+	}
+}
+
+// seedDefaultPolicy installs the built-in policy on a fresh bootstrap node.
+// The write is conditional on an empty policy set, so a restart or a second
+// bootstrap never overwrites an operator's policies.
+func (s *Server) seedDefaultPolicy(ctx context.Context) {
+	if !s.cfg.Bootstrap {
+		return
+	}
+	if err := s.store.WaitForLeader(ctx); err != nil {
+		if ctx.Err() == nil {
+			s.log.Error("no leader; default policy not installed", "error", err)
+		}
+		return
+	}
+	if !s.store.IsLeader() || s.store.PolicyRevision() > 0 {
+		return
+	}
+	p := policies.Default()
+	p.UpdatedAt = s.clock()
+	p.UpdatedBy = s.self.SPIFFEID
+	zero := uint64(0)
+	stored, err := s.store.PutPolicy(ctx, p, &zero)
+	switch {
+	case errors.Is(err, raftstore.ErrConflict):
+		s.log.Debug("policies already present; default policy not installed")
+	case err != nil:
+		s.log.Error("install default policy", "error", err)
+	default:
+		s.log.Info("installed the default policy", "policy", stored.ID, "policy_revision", stored.Revision)
+	}
+}
+
+// Close stops serving, then closes the store. It is safe to call twice.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		if s.stopSeed != nil {
+			s.stopSeed()
+			<-s.seedDone
+		}
+		var errs []error
+		if s.http != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			if err := s.http.Shutdown(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("shut down HTTP: %w", err))
+			}
+			cancel()
+			if err := s.ServeErr(); err != nil {
+				errs = append(errs, fmt.Errorf("serve: %w", err))
+			}
+		}
+		if err := s.store.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close store: %w", err))
+		}
+		s.engine.Close()
+		s.closeErr = errors.Join(errs...)
+	})
+	return s.closeErr
+}
+
+// Engine exposes the node's admission engine (for benchmarks and tests).
+func (s *Server) Engine() *engine.Engine { return s.engine }
+
+// Store exposes the node's replicated store.
+func (s *Server) Store() *raftstore.Store { return s.store }
+
+// Self returns the node's own claims.
+func (s *Server) Self() engine.Claims { return s.self }
