@@ -147,7 +147,7 @@ func New(cfg Config) (*Server, error) {
 	rc.NodeID = cfg.NodeID
 	rc.DataDir = cfg.DataDir
 	rc.Bootstrap = cfg.Bootstrap
-	rc.Logger = cfg.Logger.With("component", "raft", "node", cfg.NodeID)
+	rc.Logger = cfg.Logger
 	rc.OnPoliciesChanged = s.loadPolicies
 	store, err := raftstore.Open(rc)
 	if err != nil {
