@@ -105,7 +105,6 @@ func withoutClaim(claim string) string {
 	return "/" + strings.Join(out, "/")
 }
 
-
 func emptyClaim(claim string) string {
 	segs := strings.Split(strings.TrimPrefix(goodPath, "/"), "/")
 	for i := 0; i < len(segs); i += 2 {
