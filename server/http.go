@@ -183,12 +183,18 @@ func jsonError(err error) error {
 	switch {
 	case errors.As(err, &syn):
 		return errorf(http.StatusBadRequest, "invalid_json", "body", "malformed JSON at byte %d: %v", syn.Offset, err)
+	case errors.As(err, &typ) && typ.Field == "":
+		return errorf(http.StatusBadRequest, "invalid_json", "body", "the body must be a JSON object, not JSON %s", typ.Value)
 	case errors.As(err, &typ):
 		return errorf(http.StatusBadRequest, "invalid_json", typ.Field, "field %q must be %s, not JSON %s", typ.Field, typ.Type, typ.Value)
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
 		// encoding/json has no typed error for this case.
 		field := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
-		return errorf(http.StatusBadRequest, "unknown_field", field, "unknown field %q", field)
+		name := field
+		if name == "" {
+			name = "body"
+		}
+		return errorf(http.StatusBadRequest, "unknown_field", name, "unknown field %q", field)
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return errorf(http.StatusBadRequest, "invalid_json", "body", "the JSON body ends early")
 	default:

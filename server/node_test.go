@@ -38,6 +38,7 @@ type testNode struct {
 	dir  string
 	cert tls.Certificate
 	logs *syncBuffer
+	edit func(*Config)
 }
 
 func newCA(t testing.TB) *pki.CA {
@@ -74,10 +75,13 @@ func issue(t testing.TB, ca *pki.CA, role engine.Role, node string, server bool)
 }
 
 // startNode starts a bootstrap node and waits until it has loaded a policy.
-func startNode(t testing.TB) *testNode {
+func startNode(t testing.TB) *testNode { return startNodeWith(t, nil) }
+
+// startNodeWith is startNode with a change to the node's configuration.
+func startNodeWith(t testing.TB, edit func(*Config)) *testNode {
 	t.Helper()
 	ca := newCA(t)
-	n := &testNode{t: t, ca: ca, dir: t.TempDir(), cert: issue(t, ca, engine.RoleCoordinator, "node-1", true)}
+	n := &testNode{t: t, ca: ca, dir: t.TempDir(), cert: issue(t, ca, engine.RoleCoordinator, "node-1", true), edit: edit}
 	n.start()
 	return n
 }
@@ -98,6 +102,9 @@ func (n *testNode) start() {
 	cfg.Raft.HeartbeatTimeout = 100 * time.Millisecond
 	cfg.Raft.ElectionTimeout = 100 * time.Millisecond
 	cfg.Raft.LeaderLeaseTimeout = 50 * time.Millisecond
+	if n.edit != nil {
+		n.edit(&cfg)
+	}
 	srv, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
