@@ -237,7 +237,15 @@ func TestNoPolicyAndBadInputDeny(t *testing.T) {
 	if d := e.Decide(context.Background(), in); d.Allowed || d.ReasonCode != ReasonBadInput {
 		t.Fatalf("with an empty action: allowed %v code %q", d.Allowed, d.ReasonCode)
 	}
-	in.Action, in.Resource = "connect", map[string]any{"bad": make(chan int)}
+	in.Action, in.Target.Env = "connect", ""
+	if d := e.Decide(context.Background(), in); d.Allowed || d.ReasonCode != ReasonBadInput {
+		t.Fatalf("with an empty target env: allowed %v code %q", d.Allowed, d.ReasonCode)
+	}
+	in.Target.Env, in.Source.Role = "e", "janitor"
+	if d := e.Decide(context.Background(), in); d.Allowed || d.ReasonCode != ReasonBadInput {
+		t.Fatalf("with an unknown role: allowed %v code %q", d.Allowed, d.ReasonCode)
+	}
+	in.Source.Role, in.Resource = RoleWorker, map[string]any{"bad": make(chan int)}
 	if d := e.Decide(context.Background(), in); d.Allowed || d.ReasonCode != ReasonBadInput {
 		t.Fatalf("with an unencodable resource: allowed %v code %q", d.Allowed, d.ReasonCode)
 	}

@@ -46,19 +46,19 @@ func (m *claimsMemo) get(c Claims) *ast.Term {
 
 func claimsValue(c Claims) ast.Value {
 	items := [][2]*ast.Term{
-		ast.Item(ast.InternedTerm("cluster"), ast.StringTerm(c.Cluster)),
-		ast.Item(ast.InternedTerm("env"), ast.StringTerm(c.Env)),
-		ast.Item(ast.InternedTerm("role"), ast.StringTerm(string(c.Role))),
-		ast.Item(ast.InternedTerm("datacenter"), ast.StringTerm(c.Datacenter)),
-		ast.Item(ast.InternedTerm("node"), ast.StringTerm(c.Node)),
-		ast.Item(ast.InternedTerm("spiffe_id"), ast.StringTerm(c.SPIFFEID)),
-		ast.Item(ast.InternedTerm("serial"), ast.StringTerm(c.Serial)),
+		ast.Item(ast.StringTerm("cluster"), ast.StringTerm(c.Cluster)),
+		ast.Item(ast.StringTerm("env"), ast.StringTerm(c.Env)),
+		ast.Item(ast.StringTerm("role"), ast.StringTerm(string(c.Role))),
+		ast.Item(ast.StringTerm("datacenter"), ast.StringTerm(c.Datacenter)),
+		ast.Item(ast.StringTerm("node"), ast.StringTerm(c.Node)),
+		ast.Item(ast.StringTerm("spiffe_id"), ast.StringTerm(c.SPIFFEID)),
+		ast.Item(ast.StringTerm("serial"), ast.StringTerm(c.Serial)),
 	}
 	if !c.NotAfter.IsZero() {
-		items = append(items, ast.Item(ast.InternedTerm("not_after"), ast.StringTerm(c.NotAfter.UTC().Format(time.RFC3339))))
+		items = append(items, ast.Item(ast.StringTerm("not_after"), ast.StringTerm(c.NotAfter.UTC().Format(time.RFC3339))))
 	}
 	if c.Region != "" {
-		items = append(items, ast.Item(ast.InternedTerm("region"), ast.StringTerm(c.Region)))
+		items = append(items, ast.Item(ast.StringTerm("region"), ast.StringTerm(c.Region)))
 	}
 	return ast.NewObject(items...)
 }
