@@ -256,16 +256,23 @@ type node struct {
 // ready.
 func startServer(t testing.TB, p *pkiDir, mapping engine.Mapping, dataDir string) *node {
 	t.Helper()
+	return startServerArgs(t, p, mapping, dataDir)
+}
+
+// startServerArgs is startServer with extra flags.
+func startServerArgs(t testing.TB, p *pkiDir, mapping engine.Mapping, dataDir string, extra ...string) *node {
+	t.Helper()
 	req := request(mapping, engine.RoleCoordinator, "node-1")
 	req.Server = true
 	req.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
 	cert, key := p.issue("node-1", req)
 	addr := freeAddr(t)
-	pr := startProc(t, "", nil, binary, "server", "--bootstrap",
+	args := append([]string{"server", "--bootstrap",
 		"--data-dir", dataDir, "--http-addr", addr, "--node-id", "node-1",
 		"--cluster", e2eCluster, "--env", e2eEnv, "--datacenter", e2eDC,
 		"--identity-mapping", string(mapping), "--trust-domain", e2eTD,
-		"--tls-cert", cert, "--tls-key", key, "--ca", p.caFile(), "--log-format", "json")
+		"--tls-cert", cert, "--tls-key", key, "--ca", p.caFile(), "--log-format", "json"}, extra...)
+	pr := startProc(t, "", nil, binary, args...)
 	n := &node{proc: pr, addr: addr, dataDir: dataDir, pki: p, mapping: mapping}
 	n.waitReady()
 	return n
