@@ -1,0 +1,413 @@
+package raftstore
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/raft"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/coordinatord/coordinatord/policies"
+)
+
+// Layout of state.db. Each kind of record gets its own bucket; leases,
+// modules and correlation records will add theirs beside these.
+var (
+	// bucketMeta holds the keys below.
+	bucketMeta = []byte("meta")
+	// keySchema is the layout version, checked at open so that an older
+	// binary never misreads a newer file.
+	keySchema = []byte("schema")
+	// keyAppliedIndex is the Raft index of the last command whose effects
+	// are in this file. It is written in the same transaction as those
+	// effects, which is what makes skipping replayed entries exact.
+	keyAppliedIndex = []byte("applied_index")
+	// keyPolicyRevision is the policy-set revision.
+	keyPolicyRevision = []byte("policy_revision")
+
+	// bucketPolicies maps policy id to the policy's JSON.
+	bucketPolicies = []byte("policies")
+	// bucketPolicyVersions maps policy id to the last version ever given to
+	// it. It outlives a delete, so a re-created id continues counting and a
+	// (id, version) pair never names two different texts.
+	bucketPolicyVersions = []byte("policy_versions")
+)
+
+const stateSchema = 1
+
+// stateFile is the state machine's file name inside the data directory.
+const stateFile = "state.db"
+
+// boltOpenTimeout makes a second process on the same data directory fail
+// fast on bbolt's file lock instead of hanging.
+const boltOpenTimeout = time.Second
+
+// stateMmapSize is state.db's initial memory map. bbolt must re-map the file
+// to grow it, and a re-map waits for every read transaction to end, so a
+// write that grows the file would stall Apply for as long as a snapshot is
+// being persisted. Mapping generously up front (address space, not memory;
+// the file itself stays small) avoids that until the state outgrows it.
+// etcd maps 10 GiB for the same reason.
+const stateMmapSize = 512 << 20
+
+// fsm is the replicated state machine: a bbolt file whose contents are a
+// deterministic function of the committed log. It implements raft.FSM:
+//
+//   - Apply is called by Raft's state machine goroutine, one committed entry
+//     at a time, in log order. It must be deterministic: it reads no clock
+//     (times come stamped in the command), no randomness and no node-local
+//     configuration, so every node that applies the same log holds the same
+//     bytes of state. A command it cannot apply (unknown op or version,
+//     failed precondition) yields an error result and changes nothing but
+//     the recorded index; it never panics. Each command is one bbolt
+//     transaction that also records the entry's index.
+//   - Snapshot is called on the same goroutine as Apply, so Apply waits for
+//     it: it only opens a bbolt read transaction, which pins a consistent
+//     view in O(1), and leaves all I/O to Persist.
+//   - fsmSnapshot.Persist runs on Raft's snapshot goroutine concurrently with
+//     Apply; bbolt's MVCC lets it stream the pinned view while writes go on.
+//     Release rolls the read transaction back, and Raft always calls it.
+//   - Restore is never concurrent with Apply or Snapshot, but is with
+//     readers; it replaces the whole file atomically.
+type fsm struct {
+	dir        string
+	logger     *slog.Logger
+	onPolicies func(revision uint64, ps []policies.Policy)
+
+	// mu guards the db handle, not the data (bbolt serialises writers and
+	// isolates readers itself). Everyone using db holds it shared for the
+	// whole transaction, so that Restore, the only exclusive holder, never
+	// swaps the file under a reader.
+	mu sync.RWMutex
+	db *bolt.DB
+
+	// idxMu guards applied and appliedCh.
+	idxMu sync.Mutex
+	// applied is the index of the last command entry this state machine
+	// has processed, applied or rejected. It mirrors keyAppliedIndex.
+	applied uint64
+	// appliedCh is closed and replaced whenever applied moves or the state
+	// machine stops, which wakes waitApplied.
+	appliedCh chan struct{}
+
+	// revision caches keyPolicyRevision for lock-free reads.
+	revision atomic.Uint64
+
+	// failure is set once a committed entry could not be persisted; from
+	// then on nothing is applied or served. See ErrStateFailed.
+	failure atomic.Pointer[error]
+}
+
+var _ raft.FSM = (*fsm)(nil)
+
+// openFSM opens or creates state.db in dir.
+func openFSM(dir string, logger *slog.Logger, onPolicies func(uint64, []policies.Policy)) (*fsm, error) {
+	removeRestoreLeftovers(dir, logger)
+	db, applied, rev, err := openStateDB(filepath.Join(dir, stateFile))
+	if err != nil {
+		return nil, err
+	}
+	f := &fsm{dir: dir, logger: logger, onPolicies: onPolicies, db: db, applied: applied, appliedCh: make(chan struct{})}
+	f.revision.Store(rev)
+	return f, nil
+}
+
+// openStateDB opens a state file, creates the layout if it is new, and
+// returns its applied index and policy revision.
+func openStateDB(path string) (db *bolt.DB, applied, rev uint64, err error) {
+	db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: boltOpenTimeout, InitialMmapSize: stateMmapSize})
+	if err != nil {
+		return nil, 0, 0, fmt.Errorf("open %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+		if err != nil {
+			return err
+		}
+		switch schema := getUint64(meta, keySchema); schema {
+		case 0:
+			if err := putUint64(meta, keySchema, stateSchema); err != nil {
+				return err
+			}
+		case stateSchema:
+		default:
+			return fmt.Errorf("schema %d is newer than this binary's %d", schema, stateSchema)
+		}
+		for _, b := range [][]byte{bucketPolicies, bucketPolicyVersions} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		applied = getUint64(meta, keyAppliedIndex)
+		rev = getUint64(meta, keyPolicyRevision)
+		return nil
+	})
+	if err != nil {
+		_ = db.Close()
+		return nil, 0, 0, fmt.Errorf("initialise %s: %w", path, err)
+	}
+	return db, applied, rev, nil
+}
+
+// handler applies one op inside the command's write transaction. It
+// returns a rejection (see reject) for a failed precondition; any other
+// error means the storage failed.
+type handler func(tx *bolt.Tx, c command) (any, error)
+
+// ops is the dispatch table. policies says whether the op changes the
+// policy set, so that OnPoliciesChanged is called after it.
+var ops = map[string]struct {
+	apply    handler
+	policies bool
+}{
+	opPutPolicy:    {applyPutPolicy, true},
+	opDeletePolicy: {applyDeletePolicy, true},
+}
+
+// rejection marks an error as the deterministic outcome of a command (the
+// same on every node) rather than a storage failure.
+type rejection struct{ err error }
+
+func (r rejection) Error() string { return r.err.Error() }
+func (r rejection) Unwrap() error { return r.err }
+
+func reject(err error) error { return rejection{err} }
+
+// policySet is the whole policy set at one revision, handed to
+// OnPoliciesChanged.
+type policySet struct {
+	revision uint64
+	list     []policies.Policy
+}
+
+// Apply implements raft.FSM; see the type's comment for the contract.
+func (f *fsm) Apply(l *raft.Log) any {
+	if err := f.failed(); err != nil {
+		return applyResult{err: err}
+	}
+	// With NoSnapshotRestoreOnStart, Raft replays every entry after its
+	// last snapshot at start; those up to keyAppliedIndex are already in
+	// the file. Only the proposer waits for a response, and a replayed entry
+	// has none, so this result is never seen.
+	if l.Index <= f.appliedIndex() {
+		return applyResult{err: fmt.Errorf("log index %d already applied", l.Index)}
+	}
+	res, set, ok := f.apply(l)
+	if !ok {
+		return res
+	}
+	if set != nil && f.onPolicies != nil {
+		f.onPolicies(set.revision, set.list)
+	}
+	// Advance only after the callback, so that LinearizableRead also
+	// implies the engine has seen everything up to the read index.
+	f.setApplied(l.Index)
+	return res
+}
+
+// apply runs one command. ok is false when the storage failed, in which case
+// the state machine is now failed and applied must not advance.
+//
+// A rejected command still records its index, in a transaction of its own
+// after the command's was rolled back, so that keyAppliedIndex is always the
+// last entry processed. Open relies on that to tell whether state.db is
+// behind a snapshot.
+func (f *fsm) apply(l *raft.Log) (res applyResult, set *policySet, ok bool) {
+	value, set, err := f.run(l)
+	var rej rejection
+	if errors.As(err, &rej) {
+		res = applyResult{err: rej.err}
+		err = f.update(func(tx *bolt.Tx) error {
+			return putUint64(tx.Bucket(bucketMeta), keyAppliedIndex, l.Index)
+		})
+	}
+	if err != nil {
+		err = fmt.Errorf("%w: apply index %d: %v", ErrStateFailed, l.Index, err)
+		f.fail(err)
+		return applyResult{err: err}, nil, false
+	}
+	if rej.err != nil {
+		return res, nil, true
+	}
+	if set != nil {
+		f.revision.Store(set.revision)
+	}
+	return applyResult{value: value}, set, true
+}
+
+// run decodes and executes one command in a write transaction that also
+// records its index. Every failure that is the command's fault comes back
+// as a rejection.
+func (f *fsm) run(l *raft.Log) (value any, set *policySet, err error) {
+	c, err := decodeCommand(l.Data)
+	if err != nil {
+		f.logger.Error("rejecting log entry this node cannot decode; upgrade the node", "index", l.Index, "error", err)
+		return nil, nil, reject(err)
+	}
+	op, known := ops[c.Op]
+	if !known {
+		f.logger.Error("rejecting log entry with unknown op; upgrade the node", "index", l.Index, "op", c.Op)
+		return nil, nil, reject(fmt.Errorf("%w: op %q", ErrUnsupportedCommand, c.Op))
+	}
+	err = f.update(func(tx *bolt.Tx) error {
+		v, err := op.apply(tx, c)
+		if err != nil {
+			return err
+		}
+		value = v
+		if err := putUint64(tx.Bucket(bucketMeta), keyAppliedIndex, l.Index); err != nil {
+			return err
+		}
+		if op.policies {
+			// Read inside the transaction: it is the exact set this entry
+			// produced, and it costs no second lock or transaction.
+			list, rev, err := readPolicies(tx)
+			if err != nil {
+				return err
+			}
+			set = &policySet{revision: rev, list: list}
+		}
+		return nil
+	})
+	if err != nil {
+		f.logger.Debug("command not applied", "index", l.Index, "op", c.Op, "error", err)
+		return nil, nil, fmt.Errorf("op %s: %w", c.Op, err)
+	}
+	return value, set, nil
+}
+
+// fail puts the state machine in the failed state; see ErrStateFailed.
+func (f *fsm) fail(err error) {
+	if f.failure.CompareAndSwap(nil, &err) {
+		f.logger.Error("state machine failed; this node stops applying and serving reads until restarted", "error", err)
+	}
+	f.notify()
+}
+
+func (f *fsm) failed() error {
+	if p := f.failure.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// update runs fn in a write transaction on the current file.
+func (f *fsm) update(fn func(tx *bolt.Tx) error) error {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.db == nil {
+		return ErrClosed
+	}
+	return f.db.Update(fn)
+}
+
+// view runs fn in a read transaction on the current file.
+func (f *fsm) view(fn func(tx *bolt.Tx) error) error {
+	if err := f.failed(); err != nil {
+		return err
+	}
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.db == nil {
+		return ErrClosed
+	}
+	return f.db.View(fn)
+}
+
+func (f *fsm) appliedIndex() uint64 {
+	f.idxMu.Lock()
+	defer f.idxMu.Unlock()
+	return f.applied
+}
+
+// setApplied records idx and wakes waiters. Restore sets whatever the
+// snapshot holds: the value mirrors the file, it is not a high-water mark.
+func (f *fsm) setApplied(idx uint64) {
+	f.idxMu.Lock()
+	f.applied = idx
+	close(f.appliedCh)
+	f.appliedCh = make(chan struct{})
+	f.idxMu.Unlock()
+}
+
+// notify wakes waiters without moving applied, so that they re-check for
+// failure or close.
+func (f *fsm) notify() {
+	f.idxMu.Lock()
+	close(f.appliedCh)
+	f.appliedCh = make(chan struct{})
+	f.idxMu.Unlock()
+}
+
+// waitApplied blocks until the state machine has processed idx.
+func (f *fsm) waitApplied(ctx context.Context, idx uint64) error {
+	for {
+		f.idxMu.Lock()
+		applied, ch := f.applied, f.appliedCh
+		f.idxMu.Unlock()
+		if applied >= idx {
+			return nil
+		}
+		if err := f.failed(); err != nil {
+			return err
+		}
+		if f.isClosed() {
+			return ErrClosed
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func (f *fsm) isClosed() bool {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.db == nil
+}
+
+// close closes the file. Raft must be shut down first, so that Apply is no
+// longer called.
+func (f *fsm) close() error {
+	f.mu.Lock()
+	var err error
+	if f.db != nil {
+		err = f.db.Close()
+		f.db = nil
+	}
+	f.mu.Unlock()
+	f.notify()
+	return err
+}
+
+func getUint64(b *bolt.Bucket, key []byte) uint64 {
+	v := b.Get(key)
+	if len(v) != 8 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(v)
+}
+
+func putUint64(b *bolt.Bucket, key []byte, v uint64) error {
+	return b.Put(key, binary.BigEndian.AppendUint64(nil, v))
+}
+
+// syncDir makes a rename in dir durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
