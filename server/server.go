@@ -260,6 +260,24 @@ func (s *Server) Start() error {
 	return nil
 }
 
+// WaitReady waits until the node knows a leader and has loaded a policy
+// set, the same conditions as GET /v1/ready.
+func (s *Server) WaitReady(ctx context.Context) error {
+	if err := s.store.WaitForLeader(ctx); err != nil {
+		return fmt.Errorf("node %s: wait for a leader: %w", s.cfg.NodeID, err)
+	}
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for s.engine.Revision() == 0 {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("node %s: no admission policy loaded: %w", s.cfg.NodeID, ctx.Err())
+		case <-tick.C:
+		}
+	}
+	return nil
+}
+
 // Addr is the address the API listens on (useful with port 0).
 func (s *Server) Addr() string { return s.listener.Addr().String() }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -82,8 +83,15 @@ It prints the commands to try next.`,
 			cfg.Raft.HeartbeatTimeout = 200 * time.Millisecond
 			cfg.Raft.ElectionTimeout = 200 * time.Millisecond
 			cfg.Raft.LeaderLeaseTimeout = 100 * time.Millisecond
-			return runServer(cmd.Context(), cfg, func(s *server.Server) {
+			return runServer(cmd.Context(), cfg, func(ctx context.Context, s *server.Server) error {
+				// Print what to try only once it will work.
+				ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+				defer cancel()
+				if err := s.WaitReady(ctx); err != nil {
+					return err
+				}
 				printDevHelp(cmd.OutOrStdout(), s.Addr(), dataDir, certs, keep)
+				return nil
 			})
 		},
 	}

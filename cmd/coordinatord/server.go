@@ -128,8 +128,9 @@ func (f *serverFlags) serverConfig(logger *slog.Logger) (server.Config, error) {
 }
 
 // runServer runs a node until SIGINT or SIGTERM, or until serving fails.
-// started, when set, is called once the API listens.
-func runServer(ctx context.Context, cfg server.Config, started func(*server.Server)) error {
+// started, when set, is called once the API listens; its error stops the
+// node.
+func runServer(ctx context.Context, cfg server.Config, started func(context.Context, *server.Server) error) error {
 	if ctx == nil {
 		ctx = context.Background()
 	}
@@ -143,7 +144,9 @@ func runServer(ctx context.Context, cfg server.Config, started func(*server.Serv
 		return errors.Join(err, srv.Close())
 	}
 	if started != nil {
-		started(srv)
+		if err := started(ctx, srv); err != nil {
+			return errors.Join(err, srv.Close())
+		}
 	}
 	var serveErr error
 	select {
