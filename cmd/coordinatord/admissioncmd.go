@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -59,24 +60,19 @@ Exit status: 0 allowed, 3 denied, 1 the question could not be answered.`,
 					return fmt.Errorf("--resource: must be a JSON object: %w", err)
 				}
 			}
-			c, err := newClient(cmd)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			ctx, cancel := requestContext(cmd)
-			defer cancel()
-			resp, err := c.Admission(ctx, req)
-			if err != nil {
-				return err
-			}
-			if err := output(cmd, resp, func(w io.Writer) error { return printAdmission(w, resp) }); err != nil {
-				return err
-			}
-			if !resp.Allowed {
-				return &exitError{code: exitDenied, err: errSilent}
-			}
-			return nil
+			return callAPI(cmd, func(ctx context.Context, c *client.Client) error {
+				resp, err := c.Admission(ctx, req)
+				if err != nil {
+					return err
+				}
+				if err := output(cmd, resp, func(w io.Writer) error { return printAdmission(w, resp) }); err != nil {
+					return err
+				}
+				if !resp.Allowed {
+					return &exitError{code: exitDenied, err: errSilent}
+				}
+				return nil
+			})
 		},
 	}
 	f := cmd.Flags()
@@ -139,29 +135,24 @@ func newDecisionsCmd() *cobra.Command {
   coordinatord decisions --result deny -o json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := newClient(cmd)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			ctx, cancel := requestContext(cmd)
-			defer cancel()
-			list, err := c.Decisions(ctx, client.DecisionQuery{Limit: limit, Result: result, Action: action, After: after})
-			if err != nil {
-				return err
-			}
-			return output(cmd, list, func(w io.Writer) error {
-				for _, d := range list.Decisions {
-					line := fmt.Sprintf("%s  %-10s %-16s %s -> %s", d.Time.Format("15:04:05.000"), d.Result, d.Action, d.Source.SPIFFEID, d.Target.SPIFFEID)
-					if len(d.Reasons) > 0 {
-						line += "  (" + strings.Join(d.Reasons, "; ") + ")"
-					}
-					if _, err := fmt.Fprintln(w, line); err != nil {
-						return err
-					}
+			return callAPI(cmd, func(ctx context.Context, c *client.Client) error {
+				list, err := c.Decisions(ctx, client.DecisionQuery{Limit: limit, Result: result, Action: action, After: after})
+				if err != nil {
+					return err
 				}
-				_, err := fmt.Fprintf(w, "%d decisions shown; %d evicted from the buffer, %d not logged (queue full)\n", len(list.Decisions), list.Evicted, list.Dropped)
-				return err
+				return output(cmd, list, func(w io.Writer) error {
+					for _, d := range list.Decisions {
+						line := fmt.Sprintf("%s  %-10s %-16s %s -> %s", d.Time.Format("15:04:05.000"), d.Result, d.Action, d.Source.SPIFFEID, d.Target.SPIFFEID)
+						if len(d.Reasons) > 0 {
+							line += "  (" + strings.Join(d.Reasons, "; ") + ")"
+						}
+						if _, err := fmt.Fprintln(w, line); err != nil {
+							return err
+						}
+					}
+					_, err := fmt.Fprintf(w, "%d decisions shown; %d evicted from the buffer, %d not logged (queue full)\n", len(list.Decisions), list.Evicted, list.Dropped)
+					return err
+				})
 			})
 		},
 	}

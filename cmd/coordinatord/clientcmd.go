@@ -51,6 +51,19 @@ func newClient(cmd *cobra.Command) (*client.Client, error) {
 	})
 }
 
+// callAPI runs fn with a client and a request context made from the
+// connection flags.
+func callAPI(cmd *cobra.Command, fn func(ctx context.Context, c *client.Client) error) error {
+	c, err := newClient(cmd)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ctx, cancel := requestContext(cmd)
+	defer cancel()
+	return fn(ctx, c)
+}
+
 func requestContext(cmd *cobra.Command) (context.Context, context.CancelFunc) {
 	ctx := cmd.Context()
 	if ctx == nil {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/coordinatord/coordinatord/client"
 	"github.com/coordinatord/coordinatord/policies"
 )
 
@@ -53,25 +55,20 @@ active policies stay as they are. The id defaults to the file name without
 				}
 				id = strings.TrimSuffix(filepath.Base(args[0]), ".rego")
 			}
-			c, err := newClient(cmd)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			ctx, cancel := requestContext(cmd)
-			defer cancel()
-			var expect *uint64
-			if ifRevision >= 0 {
-				v := uint64(ifRevision)
-				expect = &v
-			}
-			p, err := c.PutPolicy(ctx, id, string(src), mode, expect)
-			if err != nil {
-				return err
-			}
-			return output(cmd, p, func(w io.Writer) error {
-				_, err := fmt.Fprintf(w, "policy %q stored: mode %s, version %d, policy revision %d\n", p.ID, p.Mode, p.Version, p.Revision)
-				return err
+			return callAPI(cmd, func(ctx context.Context, c *client.Client) error {
+				var expect *uint64
+				if ifRevision >= 0 {
+					v := uint64(ifRevision)
+					expect = &v
+				}
+				p, err := c.PutPolicy(ctx, id, string(src), mode, expect)
+				if err != nil {
+					return err
+				}
+				return output(cmd, p, func(w io.Writer) error {
+					_, err := fmt.Fprintf(w, "policy %q stored: mode %s, version %d, policy revision %d\n", p.ID, p.Mode, p.Version, p.Revision)
+					return err
+				})
 			})
 		},
 	}
@@ -88,25 +85,20 @@ func newPolicyListCmd() *cobra.Command {
 		Short: "List the stored policies",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := newClient(cmd)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			ctx, cancel := requestContext(cmd)
-			defer cancel()
-			list, err := c.ListPolicies(ctx)
-			if err != nil {
-				return err
-			}
-			return output(cmd, list, func(w io.Writer) error {
-				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "ID\tMODE\tVERSION\tREVISION\tUPDATED\tBY")
-				for _, p := range list.Policies {
-					fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\n", p.ID, p.Mode, p.Version, p.Revision, p.UpdatedAt.Format(time.RFC3339), p.UpdatedBy)
+			return callAPI(cmd, func(ctx context.Context, c *client.Client) error {
+				list, err := c.ListPolicies(ctx)
+				if err != nil {
+					return err
 				}
-				fmt.Fprintf(tw, "policy revision %d\n", list.Revision)
-				return tw.Flush()
+				return output(cmd, list, func(w io.Writer) error {
+					tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+					fmt.Fprintln(tw, "ID\tMODE\tVERSION\tREVISION\tUPDATED\tBY")
+					for _, p := range list.Policies {
+						fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\n", p.ID, p.Mode, p.Version, p.Revision, p.UpdatedAt.Format(time.RFC3339), p.UpdatedBy)
+					}
+					fmt.Fprintf(tw, "policy revision %d\n", list.Revision)
+					return tw.Flush()
+				})
 			})
 		},
 	}
@@ -118,21 +110,16 @@ func newPolicyGetCmd() *cobra.Command {
 		Short: "Print a policy's Rego source (with -o json, its metadata too)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := newClient(cmd)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			ctx, cancel := requestContext(cmd)
-			defer cancel()
-			p, err := c.GetPolicy(ctx, args[0])
-			if err != nil {
-				return err
-			}
-			return output(cmd, p, func(w io.Writer) error {
-				_, err := fmt.Fprintf(w, "# policy %s: mode %s, version %d, revision %d, by %s at %s\n%s",
-					p.ID, p.Mode, p.Version, p.Revision, p.UpdatedBy, p.UpdatedAt.Format(time.RFC3339), p.Rego)
-				return err
+			return callAPI(cmd, func(ctx context.Context, c *client.Client) error {
+				p, err := c.GetPolicy(ctx, args[0])
+				if err != nil {
+					return err
+				}
+				return output(cmd, p, func(w io.Writer) error {
+					_, err := fmt.Fprintf(w, "# policy %s: mode %s, version %d, revision %d, by %s at %s\n%s",
+						p.ID, p.Mode, p.Version, p.Revision, p.UpdatedBy, p.UpdatedAt.Format(time.RFC3339), p.Rego)
+					return err
+				})
 			})
 		},
 	}
@@ -144,20 +131,15 @@ func newPolicyDeleteCmd() *cobra.Command {
 		Short: "Delete a policy (the last policy in enforce mode cannot be deleted)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := newClient(cmd)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			ctx, cancel := requestContext(cmd)
-			defer cancel()
-			resp, err := c.DeletePolicy(ctx, args[0])
-			if err != nil {
-				return err
-			}
-			return output(cmd, resp, func(w io.Writer) error {
-				_, err := fmt.Fprintf(w, "policy %q deleted; policy revision %d\n", resp.ID, resp.Revision)
-				return err
+			return callAPI(cmd, func(ctx context.Context, c *client.Client) error {
+				resp, err := c.DeletePolicy(ctx, args[0])
+				if err != nil {
+					return err
+				}
+				return output(cmd, resp, func(w io.Writer) error {
+					_, err := fmt.Fprintf(w, "policy %q deleted; policy revision %d\n", resp.ID, resp.Revision)
+					return err
+				})
 			})
 		},
 	}
