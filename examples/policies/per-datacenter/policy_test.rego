@@ -104,6 +104,15 @@ test_a_worker_in_another_datacenter_is_denied_and_the_reason_names_both_datacent
 	admission.reasons == {`role pair worker->manager may not cross datacenters: source datacenter "dc2" differs from target datacenter "dc1"`} with input as req
 }
 
+test_a_pair_that_is_not_allowed_at_all_is_named_for_both_problems if {
+	req := request("worker", "dc2", "gate", "dc1", "connect")
+	not admission.allow with input as req
+	admission.reasons == {
+		`role pair worker->gate is not allowed for action "connect"`,
+		`role pair worker->gate may not cross datacenters: source datacenter "dc2" differs from target datacenter "dc1"`,
+	} with input as req
+}
+
 test_job_roles_may_call_a_coordinator_in_another_datacenter if {
 	admission.allow with input as request("worker", "dc2", "coordinator", "dc1", "lease.check")
 	admission.allow with input as request("gate", "dc2", "coordinator", "dc1", "lease.acquire")
@@ -132,6 +141,15 @@ test_an_admin_outside_the_ops_datacenters_is_denied_even_next_to_the_node if {
 	req := request("admin", "dc1", "coordinator", "dc1", "policy.read")
 	not admission.allow with input as req
 	admission.reasons == {`admins may call the API only from datacenters ["ops-1", "ops-2"], not from "dc1"`} with input as req
+}
+
+test_an_admin_outside_the_ops_datacenters_aiming_at_a_peer_is_named_for_both_problems if {
+	req := request("admin", "dc1", "gate", "dc1", "policy.read")
+	not admission.allow with input as req
+	admission.reasons == {
+		`action "policy.read" must target a coordinator, not role "gate"`,
+		`admins may call the API only from datacenters ["ops-1", "ops-2"], not from "dc1"`,
+	} with input as req
 }
 
 # --- allow and reasons agree --------------------------------------------------
