@@ -23,7 +23,7 @@ func (s *Server) listPolicies(w http.ResponseWriter, r *http.Request, caller eng
 	}
 	ps, rev, err := s.store.Policies()
 	if err != nil {
-		return storeError(err, "")
+		return storeError(err, "", "")
 	}
 	out := api.PolicyList{Revision: rev, Policies: make([]api.Policy, 0, len(ps))}
 	for _, p := range ps {
@@ -47,7 +47,7 @@ func (s *Server) getPolicy(w http.ResponseWriter, r *http.Request, caller engine
 	}
 	p, err := s.store.Policy(id)
 	if err != nil {
-		return storeError(err, id)
+		return storeError(err, "policy", id)
 	}
 	s.writeJSON(w, r, http.StatusOK, policyToAPI(p))
 	return nil
@@ -92,7 +92,7 @@ func (s *Server) putPolicy(w http.ResponseWriter, r *http.Request, caller engine
 	p := policies.Policy{ID: id, Rego: req.Rego, Mode: mode, UpdatedAt: s.clock(), UpdatedBy: caller.SPIFFEID}
 	stored, err := s.store.PutPolicy(r.Context(), p, expect)
 	if err != nil {
-		return storeError(err, id)
+		return storeError(err, "policy", id)
 	}
 	s.log.Info("policy written", "policy", id, "mode", stored.Mode, "policy_revision", stored.Revision,
 		"version", stored.Version, "by", caller.SPIFFEID)
@@ -143,7 +143,7 @@ func (s *Server) deletePolicy(w http.ResponseWriter, r *http.Request, caller eng
 	}
 	rev, err := s.store.DeletePolicy(r.Context(), id, s.clock())
 	if err != nil {
-		return storeError(err, id)
+		return storeError(err, "policy", id)
 	}
 	s.log.Info("policy deleted", "policy", id, "policy_revision", rev, "by", caller.SPIFFEID)
 	s.writeJSON(w, r, http.StatusOK, api.DeletePolicyResponse{ID: id, Deleted: true, Revision: rev})
@@ -178,12 +178,13 @@ func ifMatch(r *http.Request) (*uint64, error) {
 	return &v, nil
 }
 
-// storeError maps the store's sentinel errors onto HTTP answers.
-func storeError(err error, id string) error {
+// storeError maps the store's sentinel errors onto HTTP answers; kind and
+// id name what the request was about ("policy", "default").
+func storeError(err error, kind, id string) error {
 	var nl *raftstore.NotLeaderError
 	switch {
 	case errors.Is(err, raftstore.ErrNotFound):
-		return errorf(http.StatusNotFound, "not_found", "id", "policy %q does not exist", id)
+		return errorf(http.StatusNotFound, "not_found", "id", "%s %q does not exist", kind, id)
 	case errors.Is(err, raftstore.ErrConflict):
 		return errorf(http.StatusPreconditionFailed, "revision_mismatch", "If-Match", "%v", err)
 	case errors.Is(err, raftstore.ErrLastEnforcingPolicy):
@@ -200,7 +201,10 @@ func storeError(err error, id string) error {
 	case errors.Is(err, raftstore.ErrClosed):
 		return errorf(http.StatusServiceUnavailable, "shutting_down", "", "the node is shutting down")
 	}
-	return fmt.Errorf("policy %q: %w", id, err)
+	if kind == "" {
+		return err
+	}
+	return fmt.Errorf("%s %q: %w", kind, id, err)
 }
 
 // readConsistency makes a read linearizable unless the caller asked for a
@@ -219,7 +223,7 @@ func (s *Server) readConsistency(r *http.Request, allowed ...string) error {
 		}
 	}
 	if err := s.store.LinearizableRead(r.Context()); err != nil {
-		return storeError(err, "")
+		return storeError(err, "", "")
 	}
 	return nil
 }
