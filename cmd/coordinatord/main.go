@@ -71,6 +71,7 @@ Flags of server commands can also be given as environment variables
 		newAdmissionCmd(),
 		newPolicyCmd(),
 		newDecisionsCmd(),
+		newLeaseCmd(),
 	)
 	return root
 }
