@@ -18,6 +18,8 @@ const commandVersion byte = 1
 const (
 	opPutPolicy    = "policy.put"
 	opDeletePolicy = "policy.delete"
+	opPutMember    = "member.put"
+	opDeleteMember = "member.delete"
 )
 
 // command is the envelope of one log entry: the version byte, then this

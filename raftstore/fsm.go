@@ -170,6 +170,8 @@ var ops = map[string]struct {
 }{
 	opPutPolicy:    {applyPutPolicy, true},
 	opDeletePolicy: {applyDeletePolicy, true},
+	opPutMember:    {applyPutMember, false},
+	opDeleteMember: {applyDeleteMember, false},
 }
 
 // rejection marks an error as the deterministic outcome of a command (the

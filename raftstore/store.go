@@ -61,6 +61,8 @@ type Store struct {
 	// ownTrans is the in-memory transport Open created, closed by Close;
 	// nil when the caller supplied one.
 	ownTrans *raft.InmemTransport
+	// membership is the cluster-membership state (membership.go).
+	membership membership
 
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -154,6 +156,8 @@ func Open(cfg Config) (st *Store, err error) {
 	if s.raft, err = raft.NewRaft(rc, s.fsm, s.logs, s.boltStore, snaps, trans); err != nil {
 		return nil, fmt.Errorf("start raft: %w", err)
 	}
+	s.membership.hadState = hasState
+	s.watchPeers()
 	logger.Info("raft store open", "data_dir", cfg.DataDir, "bootstrapped", bootstrapped,
 		"applied_index", s.fsm.appliedIndex(), "policy_revision", rev)
 	return s, nil
@@ -193,6 +197,7 @@ func (s *Store) Close() error {
 		s.closed.Store(true)
 		var errs []error
 		if s.raft != nil {
+			s.stopWatchingPeers()
 			if err := s.raft.Shutdown().Error(); err != nil {
 				errs = append(errs, fmt.Errorf("shutdown raft: %w", err))
 			}
