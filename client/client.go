@@ -9,14 +9,15 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/coordinatord/coordinatord/api"
@@ -25,7 +26,17 @@ import (
 // Config says where the server is and who the caller is.
 type Config struct {
 	// Addr is the server's API address: "https://host:port" or "host:port".
+	// It may be a comma-separated list, like Addrs.
 	Addr string
+	// Addrs are API addresses of several nodes of one cluster, tried in
+	// turn: on a connection error or a 503 the client moves to the next one
+	// and, once it has tried them all, waits (Retry-After when the server
+	// gave one, otherwise a growing backoff) and goes round again, until the
+	// request's context ends. Addr, when set too, comes first.
+	Addrs []string
+	// DialContext, when set, opens the client's TCP connections (to choose
+	// a source address, say).
+	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
 	// CAFile verifies the server; CertFile and KeyFile identify the caller.
 	// They are ignored when TLS is set.
 	CAFile, CertFile, KeyFile string
@@ -35,28 +46,22 @@ type Config struct {
 	Timeout time.Duration
 }
 
-// Client calls one coordinatord node. It is safe for concurrent use and
-// keeps connections alive between calls.
+// Client calls the nodes of one coordinatord cluster. It is safe for
+// concurrent use and keeps connections alive between calls.
 type Client struct {
-	base *url.URL
-	http *http.Client
+	// base is the first address; bases are all of them, and cur indexes the
+	// one that answered last, where the next call starts.
+	base  *url.URL
+	bases []*url.URL
+	cur   atomic.Int64
+	http  *http.Client
 }
 
 // New checks cfg, loads its files and returns a client.
 func New(cfg Config) (*Client, error) {
-	if cfg.Addr == "" {
-		return nil, errors.New("client: address is required (--addr or COORDINATORD_ADDR)")
-	}
-	addr := cfg.Addr
-	if !strings.Contains(addr, "://") {
-		addr = "https://" + addr
-	}
-	base, err := url.Parse(addr)
+	bases, err := parseAddrs(append(SplitAddrs(cfg.Addr), cfg.Addrs...))
 	if err != nil {
-		return nil, fmt.Errorf("client: address %q: %w", cfg.Addr, err)
-	}
-	if base.Scheme != "https" {
-		return nil, fmt.Errorf("client: address %q: the API is served over https only", cfg.Addr)
+		return nil, err
 	}
 	tlsCfg := cfg.TLS
 	if tlsCfg == nil {
@@ -76,8 +81,9 @@ func New(cfg Config) (*Client, error) {
 		ForceAttemptHTTP2:   false,
 		MaxIdleConnsPerHost: 64,
 		IdleConnTimeout:     90 * time.Second,
+		DialContext:         cfg.DialContext,
 	}
-	return &Client{base: base, http: &http.Client{Transport: tr, Timeout: timeout}}, nil
+	return &Client{base: bases[0], bases: bases, http: &http.Client{Transport: tr, Timeout: timeout}}, nil
 }
 
 // LoadTLS builds a TLS 1.3 client configuration from PEM files.
@@ -112,12 +118,21 @@ type request struct {
 	header       http.Header
 	contentType  string
 	body         []byte
+	// noRetry makes a 503 an answer rather than a reason to try again
+	// (GET /v1/ready says "not ready" with it).
+	noRetry bool
 }
 
 // do sends req and decodes a 2xx JSON answer into out, or returns the
-// server's error as *api.Error.
+// server's error as *api.Error. It moves across the configured addresses
+// on connection errors and 503 answers (see Config.Addrs).
 func (c *Client) do(ctx context.Context, req request, out any) error {
-	u := *c.base
+	return c.withRetry(ctx, req.noRetry, func(base *url.URL) error { return c.doOnce(ctx, base, req, out) })
+}
+
+// doOnce sends req to one address.
+func (c *Client) doOnce(ctx context.Context, base *url.URL, req request, out any) error {
+	u := *base
 	u.Path = strings.TrimSuffix(u.Path, "/") + req.path
 	u.RawQuery = req.query.Encode()
 	var body io.Reader
@@ -137,15 +152,15 @@ func (c *Client) do(ctx context.Context, req request, out any) error {
 	hr.Header.Set("Accept", "application/json")
 	resp, err := c.http.Do(hr)
 	if err != nil {
-		return fmt.Errorf("%s %s: %w", req.method, req.path, err)
+		return &connError{fmt.Errorf("%s %s: %w", req.method, req.path, err)}
 	}
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
-		return fmt.Errorf("%s %s: read answer: %w", req.method, req.path, err)
+		return &connError{fmt.Errorf("%s %s: read answer: %w", req.method, req.path, err)}
 	}
 	if resp.StatusCode/100 != 2 {
-		return decodeError(resp, raw)
+		return unavailable(resp, decodeError(resp, raw))
 	}
 	if out == nil {
 		return nil
@@ -187,7 +202,7 @@ func (c *Client) Health(ctx context.Context) (*api.Health, error) {
 // problems; Ready then returns both the answer and the error.
 func (c *Client) Ready(ctx context.Context) (*api.Ready, error) {
 	var out api.Ready
-	err := c.do(ctx, request{method: http.MethodGet, path: "/v1/ready"}, &out)
+	err := c.do(ctx, request{method: http.MethodGet, path: "/v1/ready", noRetry: true}, &out)
 	return &out, err
 }
 

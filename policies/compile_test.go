@@ -346,7 +346,7 @@ func TestThePerDatacenterExampleNeverAllowsWhatTheDefaultDenies(t *testing.T) {
 	defQ, perDCQ := prepare(t, def), prepare(t, perDC)
 	roles := []string{"client", "gate", "manager", "worker", "admin", "coordinator"}
 	actions := []string{"connect", "raft", "gossip", "admission.check", "metrics.read", "policy.read",
-		"policy.write", "policy.delete", "decisions.read", "cluster.read", "cluster.write",
+		"policy.write", "policy.delete", "decisions.read", "cluster.join", "cluster.read", "cluster.write",
 		"lease.acquire", "lease.renew", "lease.release", "lease.read", "lease.check", "lease.force",
 		"module.read", "module.invoke", "module.write", "job.report", "bogus"}
 	sameDCAgree := 0

@@ -33,12 +33,17 @@ func (s *Server) routes() http.Handler {
 	handle("/metrics", route{http.MethodGet: s.serveMetrics})
 	handle("/v1/admission", route{http.MethodPost: s.admission})
 	handle("/v1/decisions", route{http.MethodGet: s.decisions})
-	handle("/v1/policies", route{http.MethodGet: s.listPolicies})
+	// leaderOnly and leaderRead (forward.go) send requests that need the
+	// leader to it when this node follows.
+	handle("/v1/policies", route{http.MethodGet: s.leaderRead(s.listPolicies)})
 	handle("/v1/policies/{id}", route{
-		http.MethodGet:    s.getPolicy,
-		http.MethodPut:    s.putPolicy,
-		http.MethodDelete: s.deletePolicy,
+		http.MethodGet:    s.leaderRead(s.getPolicy),
+		http.MethodPut:    s.leaderOnly(s.putPolicy),
+		http.MethodDelete: s.leaderOnly(s.deletePolicy),
 	})
+	handle("/v1/cluster", route{http.MethodGet: s.leaderRead(s.clusterStatus)})
+	handle("/v1/cluster/join", route{http.MethodPost: s.leaderOnly(s.joinCluster)})
+	handle("/v1/cluster/members/{id}", route{http.MethodDelete: s.leaderOnly(s.removeMember)})
 	mux.Handle("/", s.serve(nil))
 	return mux
 }
@@ -48,6 +53,10 @@ func (s *Server) routes() http.Handler {
 func (s *Server) serve(rt route) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		caller, err := s.authenticate(r)
+		if err == nil {
+			// A follower forwarding for a client (forward.go).
+			caller, r, err = s.forwardedCaller(r, caller)
+		}
 		if err != nil {
 			s.writeError(w, r, err)
 			return

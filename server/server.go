@@ -37,6 +37,17 @@ type Config struct {
 	DataDir string
 	// HTTPAddr is where the API listens, e.g. "127.0.0.1:8443".
 	HTTPAddr string
+	// HTTPAdvertise is the API address other nodes reach this one at: a
+	// follower forwards requests there while this node leads. Empty means
+	// the address the API listens on.
+	HTTPAdvertise string
+	// RaftAddr is where the Raft transport (mutual TLS) listens. Empty
+	// keeps an in-memory transport: a single node that nobody can join, as
+	// coordinatord dev runs.
+	RaftAddr string
+	// RaftAdvertise is the Raft address other nodes reach this one at, as
+	// stored in the Raft configuration. Empty means RaftAddr.
+	RaftAdvertise string
 	// Certificate is the node's own certificate: served to clients and used
 	// as the target of the node's API decisions. Its role must be
 	// "coordinator".
@@ -91,6 +102,7 @@ type Server struct {
 	verifier *engine.Verifier
 	engine   *engine.Engine
 	store    *raftstore.Store
+	cluster  clusterState
 	registry *prometheus.Registry
 	metrics  *serverMetrics
 
@@ -149,9 +161,14 @@ func New(cfg Config) (*Server, error) {
 	rc.Bootstrap = cfg.Bootstrap
 	rc.Logger = cfg.Logger
 	rc.OnPoliciesChanged = s.loadPolicies
+	if rc.Transport, err = s.openTransport(); err != nil {
+		eng.Close()
+		return nil, err
+	}
 	store, err := raftstore.Open(rc)
 	if err != nil {
 		eng.Close()
+		_ = s.closeTransport()
 		return nil, fmt.Errorf("node %s: open store in %s: %w", cfg.NodeID, cfg.DataDir, err)
 	}
 	s.store = store
@@ -256,6 +273,7 @@ func (s *Server) Start() error {
 		defer close(s.seedDone)
 		s.seedDefaultPolicy(ctx)
 	}()
+	s.startRegistration()
 	s.log.Info("serving", "addr", ln.Addr().String(), "self", s.self.SPIFFEID, "bootstrap", s.cfg.Bootstrap)
 	return nil
 }
@@ -341,6 +359,7 @@ func (s *Server) Close() error {
 			s.stopSeed()
 			<-s.seedDone
 		}
+		s.stopRegistration()
 		var errs []error
 		if s.http != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -354,6 +373,9 @@ func (s *Server) Close() error {
 		}
 		if err := s.store.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("close store: %w", err))
+		}
+		if err := s.closeTransport(); err != nil {
+			errs = append(errs, fmt.Errorf("close raft transport: %w", err))
 		}
 		s.engine.Close()
 		s.closeErr = errors.Join(errs...)

@@ -28,7 +28,7 @@ var clientFlagNames = []string{"addr", "ca", "cert", "key", "timeout", "output",
 
 func addClientFlags(cmd *cobra.Command) {
 	f := cmd.PersistentFlags()
-	f.StringVar(&clientFlags.addr, "addr", "https://127.0.0.1:8443", "API address of a coordinatord node (env COORDINATORD_ADDR)")
+	f.StringVar(&clientFlags.addr, "addr", "https://127.0.0.1:8443", "API address of a coordinatord node, or a comma-separated list of nodes tried in turn (env COORDINATORD_ADDR)")
 	f.StringVar(&clientFlags.ca, "ca", "", "CA certificate that signed the node's certificate (env COORDINATORD_CA)")
 	f.StringVar(&clientFlags.cert, "cert", "", "your client certificate; its claims are your identity (env COORDINATORD_CERT)")
 	f.StringVar(&clientFlags.key, "key", "", "your private key (env COORDINATORD_KEY)")

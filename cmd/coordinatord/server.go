@@ -33,6 +33,7 @@ type serverFlags struct {
 	decisionCacheSize int
 	decisionLogSize   int
 	maxBodyBytes      int64
+	clusterOpts       clusterFlags
 }
 
 func newServerCmd() *cobra.Command {
@@ -48,10 +49,18 @@ certificate and its identity; its claims must match --node-id, --cluster,
 --env and --datacenter. Client certificates are verified against --ca.
 
 The first node of a new cluster starts with --bootstrap, which also installs
-the built-in default policy.`,
+the built-in default policy. The others start with --join, naming the API
+address of any member: the node asks to be added with its own certificate,
+and retries until the leader has added it. Nodes talk Raft over mutual TLS on
+--raft-addr and accept only peers whose certificates say role coordinator,
+same cluster, same env.`,
 		Example: `  coordinatord server --bootstrap --data-dir /var/lib/coordinatord \
     --node-id node-1 --cluster prod --env prod --datacenter dc1 \
     --tls-cert node-1.crt --tls-key node-1.key --ca ca.crt
+  coordinatord server --join node-1.example:8443 --data-dir /var/lib/coordinatord \
+    --node-id node-2 --cluster prod --env prod --datacenter dc1 \
+    --http-addr 10.0.0.2:8443 --raft-addr 10.0.0.2:8444 \
+    --tls-cert node-2.crt --tls-key node-2.key --ca ca.crt
   coordinatord server --config /etc/coordinatord.yaml`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -66,7 +75,7 @@ the built-in default policy.`,
 			if err != nil {
 				return err
 			}
-			return runServer(cmd.Context(), cfg, nil)
+			return runServer(cmd.Context(), cfg, f.clusterOpts.joinOnStart)
 		},
 	}
 	fl := cmd.Flags()
@@ -86,6 +95,7 @@ the built-in default policy.`,
 	fl.IntVar(&f.decisionCacheSize, "decision-cache-size", server.DefaultConfig().DecisionCacheSize, "admission decisions to cache (0 disables the cache)")
 	fl.IntVar(&f.decisionLogSize, "decision-log-size", server.DefaultConfig().DecisionLogSize, "recent decisions kept for GET /v1/decisions")
 	fl.Int64Var(&f.maxBodyBytes, "max-body-bytes", server.DefaultConfig().MaxBodyBytes, "largest accepted request body")
+	f.clusterOpts.addFlags(fl)
 	return cmd
 }
 
@@ -124,6 +134,9 @@ func (f *serverFlags) serverConfig(logger *slog.Logger) (server.Config, error) {
 	cfg.DecisionCacheSize = f.decisionCacheSize
 	cfg.DecisionLogSize = f.decisionLogSize
 	cfg.MaxBodyBytes = f.maxBodyBytes
+	if err := f.clusterOpts.apply(&cfg); err != nil {
+		return cfg, err
+	}
 	return cfg, nil
 }
 

@@ -53,7 +53,8 @@ api_callers := {
 	"policy.write": {"admin"},
 	"policy.delete": {"admin"},
 	"decisions.read": {"admin"},
-	"cluster.read": {"admin"},
+	"cluster.join": {"admin", "coordinator"},
+	"cluster.read": {"admin", "coordinator"},
 	"cluster.write": {"admin"},
 	"lease.acquire": {"admin", "gate", "manager"},
 	"lease.renew": {"admin", "gate", "manager"},
@@ -199,12 +200,31 @@ test_an_api_action_aimed_at_a_peer_is_denied_with_a_reason if {
 	admission.reasons == {`action "policy.read" must target a coordinator, not role "gate"`} with input as req
 }
 
-test_coordinators_may_not_call_the_api if {
+test_coordinators_may_only_join_the_cluster_and_read_it if {
 	allowed := {action |
 		some action, _ in api_callers
 		admission.allow with input as request("coordinator", "coordinator", action)
 	}
-	allowed == set()
+	allowed == {"cluster.join", "cluster.read"}
+}
+
+test_a_coordinator_may_not_remove_members if {
+	req := request("coordinator", "coordinator", "cluster.write")
+	not admission.allow with input as req
+	admission.reasons == {`action "cluster.write" is not allowed for role "coordinator"`} with input as req
+}
+
+test_a_coordinator_of_another_cluster_may_not_join if {
+	req := object.union(request("coordinator", "coordinator", "cluster.join"), {"source": object.union(claims("coordinator"), {"cluster": "green"})})
+	not admission.allow with input as req
+	admission.reasons == {`source cluster "green" differs from target cluster "blue"`} with input as req
+}
+
+test_job_roles_may_not_join_or_read_the_cluster if {
+	every role in peer_roles {
+		not admission.allow with input as request(role, "coordinator", "cluster.join")
+		not admission.allow with input as request(role, "coordinator", "cluster.read")
+	}
 }
 
 # --- cluster, env and claims ------------------------------------------------

@@ -42,7 +42,8 @@ peer_actions := {
 # it on a coordinatord node. admin may call every action. The roles of the job
 # system (client, gate, manager, worker) may use the read-only and checking
 # parts; the roles that own jobs (gate, manager) also take and give back
-# leases and report on jobs.
+# leases and report on jobs. coordinatord's own nodes (coordinator) may ask
+# to join the cluster and read its state, nothing else.
 api_actions := {
 	"admission.check": {"admin", "client", "gate", "manager", "worker"},
 	"metrics.read": {"admin", "client", "gate", "manager", "worker"},
@@ -50,7 +51,8 @@ api_actions := {
 	"policy.write": {"admin"},
 	"policy.delete": {"admin"},
 	"decisions.read": {"admin"},
-	"cluster.read": {"admin"},
+	"cluster.join": {"admin", "coordinator"},
+	"cluster.read": {"admin", "coordinator"},
 	"cluster.write": {"admin"},
 	"lease.acquire": {"admin", "gate", "manager"},
 	"lease.renew": {"admin", "gate", "manager"},

@@ -45,7 +45,7 @@ connect_pairs := {
 crossing_pairs := {["gate", "gate"], ["manager", "manager"], ["coordinator", "coordinator"]}
 
 sample_actions := {
-	"connect", "raft", "gossip", "admission.check", "policy.write",
+	"connect", "raft", "gossip", "admission.check", "policy.write", "cluster.join",
 	"lease.acquire", "lease.check", "lease.force", "module.invoke",
 	"job.report", "no.such.action",
 }
@@ -111,6 +111,12 @@ test_a_pair_that_is_not_allowed_at_all_is_named_for_both_problems if {
 		`role pair worker->gate is not allowed for action "connect"`,
 		`role pair worker->gate may not cross datacenters: source datacenter "dc2" differs from target datacenter "dc1"`,
 	} with input as req
+}
+
+test_coordinators_may_join_and_read_the_cluster_across_datacenters_but_not_change_it if {
+	admission.allow with input as request("coordinator", "dc2", "coordinator", "dc1", "cluster.join")
+	admission.allow with input as request("coordinator", "dc2", "coordinator", "dc1", "cluster.read")
+	not admission.allow with input as request("coordinator", "dc1", "coordinator", "dc1", "cluster.write")
 }
 
 test_job_roles_may_call_a_coordinator_in_another_datacenter if {
