@@ -12,12 +12,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/coordinatord/coordinatord/api"
 	"github.com/coordinatord/coordinatord/client"
 	"github.com/coordinatord/coordinatord/engine"
 	"github.com/coordinatord/coordinatord/internal/pki"
@@ -271,7 +273,8 @@ func startServerArgs(t testing.TB, p *pkiDir, mapping engine.Mapping, dataDir st
 		"--data-dir", dataDir, "--http-addr", addr, "--node-id", "node-1",
 		"--cluster", e2eCluster, "--env", e2eEnv, "--datacenter", e2eDC,
 		"--identity-mapping", string(mapping), "--trust-domain", e2eTD,
-		"--tls-cert", cert, "--tls-key", key, "--ca", p.caFile(), "--log-format", "json"}, extra...)
+		"--tls-cert", cert, "--tls-key", key, "--ca", p.caFile(), "--log-format", "json",
+		"--raft-addr", freeAddr(t)}, extra...)
 	pr := startProc(t, "", nil, binary, args...)
 	n := &node{proc: pr, addr: addr, dataDir: dataDir, pki: p, mapping: mapping}
 	n.waitReady()
@@ -313,4 +316,296 @@ func (n *node) waitReady() {
 			n.t.Fatalf("server not ready within 20s: %v", err)
 		}
 	}
+}
+
+// --- clusters -----------------------------------------------------------------
+
+// clusterTiming are the Raft flags of every cluster node: elections in a
+// few hundred milliseconds (the defaults take seconds), and a snapshot
+// every 64 entries keeping 16, so that a node joining after a few dozen
+// writes must catch up by snapshot.
+var clusterTiming = []string{
+	"--raft-heartbeat-timeout", "300ms",
+	"--raft-election-timeout", "300ms",
+	"--raft-leader-lease-timeout", "150ms",
+	"--raft-snapshot-threshold", "64",
+	"--raft-snapshot-interval", "200ms",
+	"--raft-trailing-logs", "16",
+}
+
+// cluster is a set of `coordinatord server` processes on loopback. Node i
+// (1-based) binds its API and Raft transport on 127.0.0.(10+i) and
+// advertises the addresses of two faultNet proxies on 127.0.0.1, so all
+// traffic between nodes passes a proxy that knows its source and can drop
+// it. The test's clients reach the nodes' bind addresses directly, so a
+// partitioned node stays reachable to its clients. See README.md.
+type cluster struct {
+	t     *testing.T
+	pki   *pkiDir
+	net   *faultNet
+	nodes []*clusterNode
+}
+
+// clusterNode is one node of a cluster; node is the current process.
+type clusterNode struct {
+	*node
+	i                    int
+	id, ip               string
+	httpBind, raftBind   string
+	httpProxy, raftProxy *faultProxy
+	args                 []string
+	running              bool
+	adminClient          *client.Client
+}
+
+// newCluster prepares an empty cluster; Start or Join add nodes.
+func newCluster(t *testing.T) *cluster {
+	t.Helper()
+	return &cluster{t: t, pki: newPKI(t), net: newFaultNet(t)}
+}
+
+// startCluster bootstraps node 1 and joins n-1 more, and waits until all n
+// are voters and ready.
+func startCluster(t *testing.T, n int) *cluster {
+	t.Helper()
+	c := newCluster(t)
+	c.Start(n)
+	return c
+}
+
+// Start bootstraps the first node, joins the others one by one, and waits
+// until the leader lists n voters and every node is ready.
+func (c *cluster) Start(n int) {
+	c.t.Helper()
+	for i := 1; i <= n; i++ {
+		if i == 1 {
+			c.startNode(c.addNode("node-1"), "--bootstrap")
+		} else {
+			c.Join()
+		}
+	}
+}
+
+// Join starts one more node with --join (every running node's advertised
+// API address) and waits until it is a voter and ready. It returns the
+// node's index.
+func (c *cluster) Join() int {
+	c.t.Helper()
+	return c.JoinAs(fmt.Sprintf("node-%d", len(c.nodes)+1))
+}
+
+// JoinAs is Join with the node id given.
+func (c *cluster) JoinAs(id string) int {
+	c.t.Helper()
+	n := c.addNode(id)
+	c.startNode(n, "--join", strings.Join(c.joinAddrs(n.i), ","))
+	c.waitVoters()
+	return n.i
+}
+
+func (c *cluster) joinAddrs(except int) []string {
+	var addrs []string
+	for _, o := range c.nodes {
+		if o.i != except && o.running {
+			addrs = append(addrs, o.httpProxy.addr())
+		}
+	}
+	return addrs
+}
+
+// addNode allocates node len+1: its IP, bind ports, proxies and
+// certificate. It does not start it.
+func (c *cluster) addNode(id string) *clusterNode {
+	c.t.Helper()
+	i := len(c.nodes) + 1
+	ip := fmt.Sprintf("127.0.0.%d", 10+i)
+	n := &clusterNode{i: i, id: id, ip: ip, httpBind: freeAddrOn(c.t, ip), raftBind: freeAddrOn(c.t, ip)}
+	c.net.addNode(i, ip)
+	n.httpProxy = c.net.newProxy(i, n.httpBind)
+	n.raftProxy = c.net.newProxy(i, n.raftBind)
+	req := request(engine.MappingSPIFFE, engine.RoleCoordinator, id)
+	req.Server = true
+	req.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1), net.ParseIP(ip)}
+	cert, key := c.pki.issue(fmt.Sprintf("node%d-%s", i, id), req)
+	dataDir := filepath.Join(c.t.TempDir(), id)
+	n.args = append([]string{"server",
+		"--data-dir", dataDir, "--node-id", id,
+		"--http-addr", n.httpBind, "--http-advertise", n.httpProxy.addr(),
+		"--raft-addr", n.raftBind, "--raft-advertise", n.raftProxy.addr(),
+		"--cluster", e2eCluster, "--env", e2eEnv, "--datacenter", e2eDC,
+		"--identity-mapping", string(engine.MappingSPIFFE), "--trust-domain", e2eTD,
+		"--tls-cert", cert, "--tls-key", key, "--ca", c.pki.caFile(), "--log-format", "json",
+	}, clusterTiming...)
+	n.node = &node{addr: n.httpBind, dataDir: dataDir, pki: c.pki, mapping: engine.MappingSPIFFE}
+	c.nodes = append(c.nodes, n)
+	return n
+}
+
+// startNode runs node n's process with extra flags and waits until ready.
+func (c *cluster) startNode(n *clusterNode, extra ...string) {
+	c.t.Helper()
+	n.args = append(n.args, extra...)
+	c.run(n)
+	n.waitReady()
+}
+
+func (c *cluster) run(n *clusterNode) {
+	c.t.Helper()
+	n.node.proc = startProc(c.t, "", nil, binary, n.args...)
+	n.node.t = c.t
+	n.running = true
+}
+
+// freeAddrOn returns a free port on ip.
+func freeAddrOn(t testing.TB, ip string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", ip+":0")
+	if err != nil {
+		t.Fatalf("listen on %s (Linux routes all of 127/8 to lo): %v", ip, err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// node returns node i (1-based).
+func (c *cluster) node(i int) *clusterNode { return c.nodes[i-1] }
+
+// Kill9 kills node i's process with SIGKILL and waits for it to exit.
+func (c *cluster) Kill9(i int) {
+	n := c.node(i)
+	n.signal(syscall.SIGKILL)
+	<-n.exited
+	n.running = false
+}
+
+// Stop interrupts node i as Ctrl-C would and waits for it to exit.
+func (c *cluster) Stop(i int) {
+	c.t.Helper()
+	n := c.node(i)
+	if err := n.stop(30 * time.Second); err != nil {
+		c.t.Errorf("stop %s: %v", n.id, err)
+	}
+	n.running = false
+}
+
+// Restart starts node i again on its data dir with its original flags (a
+// node with state ignores --join and --bootstrap) and waits until ready.
+func (c *cluster) Restart(i int) {
+	c.t.Helper()
+	n := c.node(i)
+	if n.running {
+		c.t.Fatalf("restart %s: it is still running", n.id)
+	}
+	c.run(n)
+	n.waitReady()
+}
+
+// Partition cuts node i off from every other node: connections between
+// them are dropped and new ones refused, in both directions, until Heal.
+func (c *cluster) Partition(i int) { c.net.isolate(i) }
+
+// Heal ends every partition.
+func (c *cluster) Heal() { c.net.heal() }
+
+// Leader waits until the running nodes agree on a leader and returns its
+// index.
+func (c *cluster) Leader() int {
+	c.t.Helper()
+	return c.WaitLeader()
+}
+
+// WaitLeader polls GET /v1/cluster?stale=true on every running node but
+// those in except until they all name the same leader, which is not one of
+// except and says it leads, and returns its index.
+func (c *cluster) WaitLeader(except ...int) int {
+	c.t.Helper()
+	var last string
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		leader, ok := c.agreedLeader(except)
+		if ok {
+			return leader
+		}
+		last = fmt.Sprintf("no agreement on a leader yet (excluding %v)", except)
+		time.Sleep(50 * time.Millisecond)
+	}
+	c.t.Fatalf("%s after 30s", last)
+	return 0
+}
+
+func (c *cluster) agreedLeader(except []int) (int, bool) {
+	leaderID := ""
+	for _, n := range c.nodes {
+		if !n.running || slices.Contains(except, n.i) {
+			continue
+		}
+		st, err := n.status(true)
+		if err != nil || st.LeaderID == "" || (leaderID != "" && st.LeaderID != leaderID) {
+			return 0, false
+		}
+		leaderID = st.LeaderID
+	}
+	for _, n := range c.nodes {
+		if n.id == leaderID && n.running && !slices.Contains(except, n.i) {
+			if st, err := n.status(true); err == nil && st.RaftState == "Leader" {
+				return n.i, true
+			}
+		}
+	}
+	return 0, false
+}
+
+// waitVoters waits until the leader lists every running node as a
+// registered voter and every running node is ready.
+func (c *cluster) waitVoters() {
+	c.t.Helper()
+	want := 0
+	for _, n := range c.nodes {
+		if n.running {
+			want++
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		l := c.node(c.Leader())
+		st, err := l.status(false)
+		if err == nil && countRegisteredVoters(st) == want {
+			break
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("the leader does not list %d registered voters after 30s: %+v, %v", want, st, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for _, n := range c.nodes {
+		if n.running {
+			n.waitReady()
+		}
+	}
+}
+
+func countRegisteredVoters(st *api.ClusterStatus) int {
+	n := 0
+	for _, m := range st.Members {
+		if m.Suffrage == "voter" && m.Registered {
+			n++
+		}
+	}
+	return n
+}
+
+// status reads GET /v1/cluster from this node, as an admin.
+func (n *clusterNode) status(stale bool) (*api.ClusterStatus, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	return n.admin().ClusterStatus(ctx, stale)
+}
+
+// admin returns a client of this node alone, as the admin; it is made once
+// per node.
+func (n *clusterNode) admin() *client.Client {
+	if n.adminClient == nil {
+		n.adminClient = n.client(engine.RoleAdmin)
+	}
+	return n.adminClient
 }
