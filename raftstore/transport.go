@@ -124,10 +124,7 @@ func NewTLSTransport(cfg TransportConfig) (*TLSTransport, error) {
 // RPC.
 func (t *TLSTransport) Probe(ctx context.Context, addr, id string) error {
 	c, err := t.layer.dial(ctx, addr, func(cs tls.ConnectionState) error {
-		if err := verifyPeer(t.layer.verifier, t.layer.self, addr, cs); err != nil {
-			return err
-		}
-		claims, err := t.layer.verifier.Verify(cs.PeerCertificates)
+		claims, err := verifyPeer(t.layer.verifier, t.layer.self, addr, cs)
 		if err == nil && claims.Node != id {
 			return &PeerRejectedError{Remote: addr, Claims: claims, Reason: fmt.Sprintf("node %q answers there, not %q", claims.Node, id)}
 		}
@@ -279,10 +276,10 @@ func newTLSStreamLayer(cfg TransportConfig) (*tlsStreamLayer, error) {
 
 // verifyPeer accepts only a coordinator of this node's cluster and env, read
 // from a chain that verifies against the cluster CA.
-func verifyPeer(v *engine.Verifier, self engine.Claims, remote string, cs tls.ConnectionState) error {
+func verifyPeer(v *engine.Verifier, self engine.Claims, remote string, cs tls.ConnectionState) (engine.Claims, error) {
 	claims, err := v.Verify(cs.PeerCertificates)
 	if err != nil {
-		return &PeerRejectedError{Remote: remote, Reason: "certificate not accepted", Err: err}
+		return engine.Claims{}, &PeerRejectedError{Remote: remote, Reason: "certificate not accepted", Err: err}
 	}
 	var reason string
 	switch {
@@ -293,9 +290,9 @@ func verifyPeer(v *engine.Verifier, self engine.Claims, remote string, cs tls.Co
 	case claims.Env != self.Env:
 		reason = fmt.Sprintf("env %q, this node serves %q", claims.Env, self.Env)
 	default:
-		return nil
+		return claims, nil
 	}
-	return &PeerRejectedError{Remote: remote, Claims: claims, Reason: reason}
+	return claims, &PeerRejectedError{Remote: remote, Claims: claims, Reason: reason}
 }
 
 // acceptLoop accepts TCP connections and hands each to a handshake
@@ -442,5 +439,8 @@ func (l *tlsStreamLayer) dial(ctx context.Context, address string, verify func(t
 
 // verifyFunc returns the VerifyConnection check for a peer at remote.
 func (l *tlsStreamLayer) verifyFunc(remote string) func(tls.ConnectionState) error {
-	return func(cs tls.ConnectionState) error { return verifyPeer(l.verifier, l.self, remote, cs) }
+	return func(cs tls.ConnectionState) error {
+		_, err := verifyPeer(l.verifier, l.self, remote, cs)
+		return err
+	}
 }
