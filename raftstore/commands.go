@@ -20,6 +20,14 @@ const (
 	opDeletePolicy = "policy.delete"
 	opPutMember    = "member.put"
 	opDeleteMember = "member.delete"
+
+	// Leases (lease_fsm.go). lease.expire is proposed only by the leader's
+	// expiry loop, leader.promoted by a new leader before that loop starts.
+	opAcquireLease   = "lease.acquire"
+	opRenewLease     = "lease.renew"
+	opReleaseLease   = "lease.release"
+	opExpireLeases   = "lease.expire"
+	opLeaderPromoted = "leader.promoted"
 )
 
 // command is the envelope of one log entry: the version byte, then this
@@ -31,6 +39,10 @@ type command struct {
 	// instead of a clock, so that every node applies the same value.
 	At   time.Time       `json:"at"`
 	Body json.RawMessage `json:"body,omitempty"`
+
+	// index is the Raft index of the entry being applied. It is not part of
+	// the entry: the state machine sets it before calling the op's handler.
+	index uint64
 }
 
 type putPolicyBody struct {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/coordinatord/coordinatord/engine"
 	"github.com/coordinatord/coordinatord/policies"
 )
 
@@ -102,6 +103,41 @@ type Config struct {
 	// LinearizableRead: those wait for the state machine, which waits for
 	// the callback, which is a deadlock. It may keep the slice.
 	OnPoliciesChanged func(revision uint64, ps []policies.Policy)
+
+	// Clock is the node's time source: the leader stamps it into every
+	// lease command (the state machine itself never reads a clock), and
+	// CheckLease and the expiry loop read it. Nil means time.Now. Tests
+	// inject a fake one.
+	Clock func() time.Time
+
+	// LeaseLimits bound lease TTLs. The leader stamps its limits into each
+	// acquire and renew command, so a change takes effect cluster-wide with
+	// the leader's configuration. MinTTL must not be below ElectionTimeout.
+	LeaseLimits engine.LeaseLimits
+
+	// LeaseEventRetention is how many lease events the state keeps for
+	// WatchLeases to replay; older ones are dropped, whole Raft entries at a
+	// time, in the transaction that goes past the bound. Unlike the rest of
+	// the state it is node-local configuration: give every node the same
+	// value, or their histories (and CompactedError answers) differ.
+	LeaseEventRetention int
+
+	// ExpiryResolution is the expiry loop's tick: a lease is expired at most
+	// about this long after its ExpiresAt (plus one commit), and a Hold is
+	// re-checked this often. It must not exceed LeaseLimits.MinTTL.
+	ExpiryResolution time.Duration
+
+	// Hold, if set, is asked by the leader's expiry loop for each lease
+	// that is due, with the owner's datacenter; while it returns true the
+	// lease is held, not expired (the correlation engine's "delay eviction"
+	// during a partition). Hold start and end are logged once per lease.
+	// It runs on the expiry loop goroutine and must be quick; a panic is
+	// logged and counts as false. Nil never holds.
+	Hold func(ownerDC string) bool
+
+	// MaxLeaseHold caps how long past its ExpiresAt a held lease is kept;
+	// after that it is expired whatever Hold says. 0 means no cap.
+	MaxLeaseHold time.Duration
 }
 
 // DefaultConfig returns a Config with production defaults and no NodeID or
@@ -121,6 +157,14 @@ func DefaultConfig() Config {
 		TrailingLogs:      10240,
 		SnapshotRetain:    2,
 		ApplyTimeout:      10 * time.Second,
+		// Leases: 1s to 1h, 10s by default; see engine.DefaultLeaseLimits.
+		LeaseLimits:         engine.DefaultLeaseLimits(),
+		LeaseEventRetention: DefaultLeaseEventRetention,
+		ExpiryResolution:    DefaultExpiryResolution,
+		// Long enough to ride out a partition the correlation engine
+		// detects (30s window, 60s backoff), short enough that a dead
+		// datacenter's jobs fail over within minutes.
+		MaxLeaseHold: DefaultMaxLeaseHold,
 	}
 }
 
@@ -162,7 +206,7 @@ func (c Config) Validate() error {
 	case c.ApplyTimeout < c.ElectionTimeout:
 		return bad("ApplyTimeout %s is below ElectionTimeout %s", c.ApplyTimeout, c.ElectionTimeout)
 	}
-	return nil
+	return c.validateLeases()
 }
 
 // raftConfig derives hashicorp/raft's configuration. Fields we do not
@@ -183,5 +227,15 @@ func (c Config) raftConfig(logger *slog.Logger) *raft.Config {
 	// newer state and then skip the entries that rebuild it. Open catches
 	// up from a snapshot only when state.db is actually behind it.
 	rc.NoSnapshotRestoreOnStart = true
+	// Group concurrent writes: the leader takes up to MaxAppendEntries
+	// queued proposals into one log write, and the state machine applies
+	// them in one bbolt transaction (fsm.ApplyBatch), so many lease renewals
+	// share two fsyncs.
+	rc.BatchApplyCh = true
+	rc.MaxAppendEntries = maxAppendEntries
 	return rc
 }
+
+// maxAppendEntries is the most entries per log write, replication message
+// and state machine batch (raft's default is 64, its limit 1024).
+const maxAppendEntries = 256

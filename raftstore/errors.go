@@ -63,6 +63,18 @@ var (
 	// stops applying and serving reads so that it never diverges silently;
 	// restarting it replays the log from the last persisted index.
 	ErrStateFailed = errors.New("state machine failed")
+
+	// ErrCompacted is returned by WatchLeases when events at or after the
+	// requested index were already dropped from the retained history. The
+	// error is a *CompactedError naming the oldest index a watch can start
+	// from.
+	ErrCompacted = errors.New("lease events compacted")
+
+	// ErrWatchLagged ends a lease watch whose consumer fell too far behind
+	// the commits, or whose node's state was replaced by a snapshot. The
+	// consumer resumes with a new watch from the index after the last event
+	// it received.
+	ErrWatchLagged = errors.New("lease watch fell behind")
 )
 
 // NotLeaderError is returned on a follower or candidate. It names the
@@ -108,3 +120,17 @@ func (e *ConflictError) Error() string {
 
 // Unwrap lets errors.Is match ErrConflict.
 func (e *ConflictError) Unwrap() error { return ErrConflict }
+
+// CompactedError is returned when a lease watch asks for events older than
+// the retained history. It matches ErrCompacted.
+type CompactedError struct {
+	// Oldest is the oldest index a watch can start from now.
+	Oldest uint64
+}
+
+func (e *CompactedError) Error() string {
+	return fmt.Sprintf("lease events compacted: the history starts at index %d", e.Oldest)
+}
+
+// Unwrap lets errors.Is match ErrCompacted.
+func (e *CompactedError) Unwrap() error { return ErrCompacted }

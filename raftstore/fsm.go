@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/raft"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/coordinatord/coordinatord/engine"
 	"github.com/coordinatord/coordinatord/policies"
 )
 
@@ -59,16 +60,28 @@ const boltOpenTimeout = time.Second
 const stateMmapSize = 512 << 20
 
 // fsm is the replicated state machine: a bbolt file whose contents are a
-// deterministic function of the committed log. It implements raft.FSM:
+// deterministic function of the committed log. It implements
+// raft.BatchingFSM:
 //
-//   - Apply is called by Raft's state machine goroutine, one committed entry
-//     at a time, in log order. It must be deterministic: it reads no clock
+//   - ApplyBatch is called by Raft's state machine goroutine with runs of
+//     committed entries (up to MaxAppendEntries), in log order; Apply is the
+//     same for one entry. It must be deterministic: it reads no clock
 //     (times come stamped in the command), no randomness and no node-local
-//     configuration, so every node that applies the same log holds the same
-//     bytes of state. A command it cannot apply (unknown op or version,
-//     failed precondition) yields an error result and changes nothing but
-//     the recorded index; it never panics. Each command is one bbolt
-//     transaction that also records the entry's index.
+//     configuration (the one exception, the lease event retention, is
+//     documented on Config.LeaseEventRetention), so every node that applies
+//     the same log holds the same state. A command it cannot apply (unknown
+//     op or version, failed precondition) yields an error result and
+//     changes nothing but the recorded index; it never panics. A whole
+//     batch is one bbolt transaction, so one fsync, which also records the
+//     index of its last command.
+//   - Because a batch shares its transaction, a rejected command cannot be
+//     rolled back on its own. Every op handler therefore checks everything
+//     first and writes only once the command is known to succeed: a handler
+//     that returns a rejection must not have written anything. A storage
+//     error (any other error) fails the whole batch and the state machine.
+//     The effects outside the file (OnPoliciesChanged, lease watchers, the
+//     expiry queue) run after the commit, in commit order, before the
+//     applied index moves.
 //   - Snapshot is called on the same goroutine as Apply, so Apply waits for
 //     it: it only opens a bbolt read transaction, which pins a consistent
 //     view in O(1), and leaves all I/O to Persist.
@@ -104,9 +117,12 @@ type fsm struct {
 	// failure is set once a committed entry could not be persisted; from
 	// then on nothing is applied or served. See ErrStateFailed.
 	failure atomic.Pointer[error]
+
+	// lease feeds lease watchers and the expiry queue (lease_fsm.go).
+	lease leaseFeed
 }
 
-var _ raft.FSM = (*fsm)(nil)
+var _ raft.BatchingFSM = (*fsm)(nil)
 
 // openFSM opens or creates state.db in dir.
 func openFSM(dir string, logger *slog.Logger, onPolicies func(uint64, []policies.Policy)) (*fsm, error) {
@@ -117,6 +133,10 @@ func openFSM(dir string, logger *slog.Logger, onPolicies func(uint64, []policies
 	}
 	f := &fsm{dir: dir, logger: logger, onPolicies: onPolicies, db: db, applied: applied, appliedCh: make(chan struct{})}
 	f.revision.Store(rev)
+	if err := f.loadLeases(db); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
 	return f, nil
 }
 
@@ -141,7 +161,7 @@ func openStateDB(path string) (db *bolt.DB, applied, rev uint64, err error) {
 		default:
 			return fmt.Errorf("schema %d is newer than this binary's %d", schema, stateSchema)
 		}
-		for _, b := range [][]byte{bucketPolicies, bucketPolicyVersions} {
+		for _, b := range append([][]byte{bucketPolicies, bucketPolicyVersions}, leaseBuckets...) {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -157,10 +177,25 @@ func openStateDB(path string) (db *bolt.DB, applied, rev uint64, err error) {
 	return db, applied, rev, nil
 }
 
-// handler applies one op inside the command's write transaction. It
-// returns a rejection (see reject) for a failed precondition; any other
-// error means the storage failed.
+// handler applies one op inside the batch's write transaction. It returns
+// a rejection (see reject) for a failed precondition, and then must not
+// have written anything (see fsm); any other error means the storage
+// failed. Its value may implement sideEffects.
 type handler func(tx *bolt.Tx, c command) (any, error)
+
+// sideEffects is implemented by handler results that carry more than the
+// proposer's value.
+type sideEffects interface {
+	// result is what the proposer gets. A non-nil error with kept writes
+	// is possible: a renew that finds its lease out of time commits the
+	// expiry and fails.
+	result() (any, error)
+	// leaseEvents are the lease events the entry stored, for watchers and
+	// the expiry queue.
+	leaseEvents() []engine.LeaseEvent
+	// activeDelta is the change in the number of active leases.
+	activeDelta() int
+}
 
 // ops is the dispatch table. policies says whether the op changes the
 // policy set, so that OnPoliciesChanged is called after it.
@@ -172,6 +207,12 @@ var ops = map[string]struct {
 	opDeletePolicy: {applyDeletePolicy, true},
 	opPutMember:    {applyPutMember, false},
 	opDeleteMember: {applyDeleteMember, false},
+
+	opAcquireLease:   {applyAcquireLease, false},
+	opRenewLease:     {applyRenewLease, false},
+	opReleaseLease:   {applyReleaseLease, false},
+	opExpireLeases:   {applyExpireLeases, false},
+	opLeaderPromoted: {applyLeaderPromoted, false},
 }
 
 // rejection marks an error as the deterministic outcome of a command (the
@@ -190,100 +231,136 @@ type policySet struct {
 	list     []policies.Policy
 }
 
-// Apply implements raft.FSM; see the type's comment for the contract.
+// batchEffects collects what a batch's entries do outside the file, to
+// run after the commit.
+type batchEffects struct {
+	// last is the index of the batch's last command.
+	last        uint64
+	policySets  []policySet
+	leaseEvents []engine.LeaseEvent
+	activeDelta int
+}
+
+// Apply implements raft.FSM for a single entry; see the type's comment for
+// the contract.
 func (f *fsm) Apply(l *raft.Log) any {
+	return f.ApplyBatch([]*raft.Log{l})[0]
+}
+
+// ApplyBatch implements raft.BatchingFSM; see the type's comment for the
+// contract. Raft sends command and configuration entries; configuration is
+// Raft's own business and gets a nil response.
+func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
+	out := make([]any, len(logs))
 	if err := f.failed(); err != nil {
-		return applyResult{err: err}
+		for i := range out {
+			out[i] = applyResult{err: err}
+		}
+		return out
 	}
 	// With NoSnapshotRestoreOnStart, Raft replays every entry after its
 	// last snapshot at start; those up to keyAppliedIndex are already in
 	// the file. Only the proposer waits for a response, and a replayed entry
 	// has none, so this result is never seen.
-	if l.Index <= f.appliedIndex() {
-		return applyResult{err: fmt.Errorf("log index %d already applied", l.Index)}
+	applied := f.appliedIndex()
+	todo := false
+	for i, l := range logs {
+		if l.Type != raft.LogCommand {
+			continue
+		}
+		if l.Index <= applied {
+			out[i] = applyResult{err: fmt.Errorf("log index %d already applied", l.Index)}
+			continue
+		}
+		todo = true
 	}
-	res, set, ok := f.apply(l)
-	if !ok {
-		return res
+	if !todo {
+		return out
 	}
-	if set != nil && f.onPolicies != nil {
-		f.onPolicies(set.revision, set.list)
-	}
-	// Advance only after the callback, so that LinearizableRead also
-	// implies the engine has seen everything up to the read index.
-	f.setApplied(l.Index)
-	return res
-}
-
-// apply runs one command. ok is false when the storage failed, in which case
-// the state machine is now failed and applied must not advance.
-//
-// A rejected command still records its index, in a transaction of its own
-// after the command's was rolled back, so that keyAppliedIndex is always the
-// last entry processed. Open relies on that to tell whether state.db is
-// behind a snapshot.
-func (f *fsm) apply(l *raft.Log) (res applyResult, set *policySet, ok bool) {
-	value, set, err := f.run(l)
-	var rej rejection
-	if errors.As(err, &rej) {
-		res = applyResult{err: rej.err}
-		err = f.update(func(tx *bolt.Tx) error {
-			return putUint64(tx.Bucket(bucketMeta), keyAppliedIndex, l.Index)
-		})
-	}
+	var b batchEffects
+	err := f.update(func(tx *bolt.Tx) error {
+		for i, l := range logs {
+			if l.Type != raft.LogCommand || l.Index <= applied {
+				continue
+			}
+			res, err := f.applyEntry(tx, l, &b)
+			if err != nil {
+				return fmt.Errorf("apply index %d: %w", l.Index, err)
+			}
+			out[i] = res
+			b.last = l.Index
+		}
+		if err := finishLeaseBatch(tx, f.lease.eventRetention(), &b); err != nil {
+			return err
+		}
+		// A rejected command's index is recorded too, so that
+		// keyAppliedIndex is always the last entry processed. Open relies
+		// on that to tell whether state.db is behind a snapshot.
+		return putUint64(tx.Bucket(bucketMeta), keyAppliedIndex, b.last)
+	})
 	if err != nil {
-		err = fmt.Errorf("%w: apply index %d: %v", ErrStateFailed, l.Index, err)
+		err = fmt.Errorf("%w: %v", ErrStateFailed, err)
 		f.fail(err)
-		return applyResult{err: err}, nil, false
+		for i, l := range logs {
+			if l.Type == raft.LogCommand {
+				out[i] = applyResult{err: err}
+			}
+		}
+		return out
 	}
-	if rej.err != nil {
-		return res, nil, true
-	}
-	if set != nil {
+	for _, set := range b.policySets {
 		f.revision.Store(set.revision)
+		if f.onPolicies != nil {
+			f.onPolicies(set.revision, set.list)
+		}
 	}
-	return applyResult{value: value}, set, true
+	f.leasesCommitted(&b)
+	// Advance only after the callbacks, so that LinearizableRead also
+	// implies the engine has seen everything up to the read index.
+	f.setApplied(b.last)
+	return out
 }
 
-// run decodes and executes one command in a write transaction that also
-// records its index. Every failure that is the command's fault comes back
-// as a rejection.
-func (f *fsm) run(l *raft.Log) (value any, set *policySet, err error) {
+// applyEntry decodes and executes one command in the batch's transaction.
+// Every failure that is the command's fault becomes its error result; a
+// returned error means the storage failed.
+func (f *fsm) applyEntry(tx *bolt.Tx, l *raft.Log, b *batchEffects) (applyResult, error) {
 	c, err := decodeCommand(l.Data)
 	if err != nil {
 		f.logger.Error("rejecting log entry this node cannot decode; upgrade the node", "index", l.Index, "error", err)
-		return nil, nil, reject(err)
+		return applyResult{err: err}, nil
 	}
 	op, known := ops[c.Op]
 	if !known {
 		f.logger.Error("rejecting log entry with unknown op; upgrade the node", "index", l.Index, "op", c.Op)
-		return nil, nil, reject(fmt.Errorf("%w: op %q", ErrUnsupportedCommand, c.Op))
+		return applyResult{err: fmt.Errorf("%w: op %q", ErrUnsupportedCommand, c.Op)}, nil
 	}
-	err = f.update(func(tx *bolt.Tx) error {
-		v, err := op.apply(tx, c)
-		if err != nil {
-			return err
-		}
-		value = v
-		if err := putUint64(tx.Bucket(bucketMeta), keyAppliedIndex, l.Index); err != nil {
-			return err
-		}
-		if op.policies {
-			// Read inside the transaction: it is the exact set this entry
-			// produced, and it costs no second lock or transaction.
-			list, rev, err := readPolicies(tx)
-			if err != nil {
-				return err
-			}
-			set = &policySet{revision: rev, list: list}
-		}
-		return nil
-	})
+	c.index = l.Index
+	v, err := op.apply(tx, c)
+	var rej rejection
+	if errors.As(err, &rej) {
+		f.logger.Debug("command not applied", "index", l.Index, "op", c.Op, "error", rej.err)
+		return applyResult{err: rej.err}, nil
+	}
 	if err != nil {
-		f.logger.Debug("command not applied", "index", l.Index, "op", c.Op, "error", err)
-		return nil, nil, fmt.Errorf("op %s: %w", c.Op, err)
+		return applyResult{}, fmt.Errorf("op %s: %w", c.Op, err)
 	}
-	return value, set, nil
+	res := applyResult{value: v}
+	if se, ok := v.(sideEffects); ok {
+		res.value, res.err = se.result()
+		b.leaseEvents = append(b.leaseEvents, se.leaseEvents()...)
+		b.activeDelta += se.activeDelta()
+	}
+	if op.policies {
+		// Read inside the transaction: it is the exact set this entry
+		// produced, and it costs no second lock or transaction.
+		list, rev, err := readPolicies(tx)
+		if err != nil {
+			return applyResult{}, err
+		}
+		b.policySets = append(b.policySets, policySet{revision: rev, list: list})
+	}
+	return res, nil
 }
 
 // fail puts the state machine in the failed state; see ErrStateFailed.

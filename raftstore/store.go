@@ -63,6 +63,8 @@ type Store struct {
 	ownTrans *raft.InmemTransport
 	// membership is the cluster-membership state (membership.go).
 	membership membership
+	// expiry drives lease expiry while this node leads (expiry.go).
+	expiry *expirer
 
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -110,6 +112,7 @@ func Open(cfg Config) (st *Store, err error) {
 	if s.fsm, err = openFSM(cfg.DataDir, logger, cfg.OnPoliciesChanged); err != nil {
 		return nil, err
 	}
+	s.fsm.lease.retention = cfg.LeaseEventRetention
 	hasState, err := raft.HasExistingState(s.logs, s.boltStore, snaps)
 	if err != nil {
 		return nil, err
@@ -141,6 +144,8 @@ func Open(cfg Config) (st *Store, err error) {
 		trans = s.ownTrans
 	}
 	rc := cfg.raftConfig(logger)
+	s.expiry = newExpirer(s)
+	rc.NotifyCh = s.expiry.notify
 	bootstrapped := false
 	if cfg.Bootstrap && !hasState {
 		servers := raft.Configuration{Servers: []raft.Server{{
@@ -158,6 +163,7 @@ func Open(cfg Config) (st *Store, err error) {
 	}
 	s.membership.hadState = hasState
 	s.watchPeers()
+	s.expiry.start()
 	logger.Info("raft store open", "data_dir", cfg.DataDir, "bootstrapped", bootstrapped,
 		"applied_index", s.fsm.appliedIndex(), "policy_revision", rev)
 	return s, nil
@@ -197,6 +203,7 @@ func (s *Store) Close() error {
 		s.closed.Store(true)
 		var errs []error
 		if s.raft != nil {
+			s.stopLeases()
 			s.stopWatchingPeers()
 			if err := s.raft.Shutdown().Error(); err != nil {
 				errs = append(errs, fmt.Errorf("shutdown raft: %w", err))

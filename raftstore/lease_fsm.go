@@ -1,0 +1,415 @@
+package raftstore
+
+import (
+	"encoding/json"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/coordinatord/coordinatord/engine"
+)
+
+// The state machine's lease side: buckets, command bodies and handlers. The
+// rules themselves are engine's; the handlers load a job's lease, call the
+// rule with the command's stamped time and store what it returns.
+
+var (
+	// bucketLeases maps job id to its lease's JSON (engine.Lease). A job's
+	// lease stays after it was released or expired, until the next acquire
+	// replaces it.
+	bucketLeases = []byte("leases")
+	// bucketLeaseTokens maps job id to the last fencing token ever granted
+	// for it (8 bytes big-endian). It is never deleted, so a token is never
+	// granted twice, whatever happens to the lease.
+	bucketLeaseTokens = []byte("lease_tokens")
+	// keyActiveLeases counts the leases in state active, for LeaseStats.
+	keyActiveLeases = []byte("active_leases")
+	// keyLastPromotion holds the JSON of the last leader.promoted entry
+	// (promotionRecord), for operators.
+	keyLastPromotion = []byte("last_promotion")
+)
+
+// leaseBuckets are created by openStateDB beside the policy buckets.
+var leaseBuckets = [][]byte{bucketLeases, bucketLeaseTokens, bucketLeaseEvents}
+
+// Bodies of the lease commands. The leader resolves everything node-local
+// before proposing (its limits, its time in the envelope), so that the state
+// machine applies the same values on every node.
+type acquireBody struct {
+	JobID   string             `json:"job_id"`
+	Owner   string             `json:"owner"`
+	OwnerID string             `json:"owner_id,omitempty"`
+	OwnerDC string             `json:"owner_dc,omitempty"`
+	TTL     time.Duration      `json:"ttl,omitempty"`
+	Force   bool               `json:"force,omitempty"`
+	Limits  engine.LeaseLimits `json:"limits"`
+}
+
+type renewBody struct {
+	JobID  string             `json:"job_id"`
+	Owner  string             `json:"owner"`
+	Token  uint64             `json:"token"`
+	TTL    time.Duration      `json:"ttl,omitempty"`
+	Limits engine.LeaseLimits `json:"limits"`
+}
+
+type releaseBody struct {
+	JobID string `json:"job_id"`
+	Owner string `json:"owner"`
+	Token uint64 `json:"token"`
+}
+
+// expireBody is one batch of the expiry loop: the leases it found out of
+// time, each named by the token it saw.
+type expireBody struct {
+	Leases []expireItem `json:"leases"`
+}
+
+type expireItem struct {
+	JobID string `json:"job_id"`
+	Token uint64 `json:"token"`
+}
+
+// expireResult answers a lease.expire entry.
+type expireResult struct {
+	// Expired are the leases this entry expired.
+	Expired []engine.Lease
+	// Skipped are the jobs whose lease was no longer expirable (renewed,
+	// released, re-acquired or already expired since the loop looked).
+	Skipped []string
+}
+
+// promotedBody is committed by a new leader before its expiry loop starts.
+type promotedBody struct {
+	Node string `json:"node"`
+	// Grace is the new leader's election timeout: every active lease may
+	// gain up to that much (engine.ExtendForLeaderChange).
+	Grace time.Duration `json:"grace"`
+}
+
+// promotionRecord is stored under keyLastPromotion.
+type promotionRecord struct {
+	Node     string        `json:"node"`
+	Index    uint64        `json:"index"`
+	At       time.Time     `json:"at"`
+	Grace    time.Duration `json:"grace"`
+	Extended int           `json:"extended"`
+}
+
+// leaseOutcome is a lease handler's result; see sideEffects.
+type leaseOutcome struct {
+	value  any
+	err    error
+	events []engine.LeaseEvent
+	delta  int
+}
+
+var _ sideEffects = leaseOutcome{}
+
+func (o leaseOutcome) result() (any, error)             { return o.value, o.err }
+func (o leaseOutcome) leaseEvents() []engine.LeaseEvent { return o.events }
+func (o leaseOutcome) activeDelta() int                 { return o.delta }
+
+// leaseFeed is the lease side of the state machine that lives outside the
+// file: what committed lease events feed (watchers and, on the leader, the
+// expiry queue) and the active count's mirror.
+type leaseFeed struct {
+	// retention is how many events the file keeps; 0 means
+	// DefaultLeaseEventRetention. Open sets it before Raft starts.
+	retention int
+	hub       eventHub
+	queue     expiryQueue
+	// active mirrors keyActiveLeases.
+	active atomic.Int64
+}
+
+func (lf *leaseFeed) eventRetention() uint64 {
+	if lf.retention <= 0 {
+		return DefaultLeaseEventRetention
+	}
+	return uint64(lf.retention)
+}
+
+// loadLeases reads the lease counters of a freshly opened file.
+func (f *fsm) loadLeases(db *bolt.DB) error {
+	return db.View(func(tx *bolt.Tx) error {
+		f.lease.active.Store(int64(getUint64(tx.Bucket(bucketMeta), keyActiveLeases)))
+		return nil
+	})
+}
+
+// leasesCommitted hands a committed batch's lease effects on. It runs on
+// the state machine goroutine after the commit and before applied moves, in
+// commit order; nothing it calls may block.
+func (f *fsm) leasesCommitted(b *batchEffects) {
+	if b.activeDelta != 0 {
+		f.lease.active.Add(int64(b.activeDelta))
+	}
+	if len(b.leaseEvents) == 0 {
+		return
+	}
+	f.lease.queue.observe(b.leaseEvents)
+	f.lease.hub.publish(b.leaseEvents)
+}
+
+// leasesRestored follows a snapshot restore: the event history and the
+// leases changed wholesale, so watchers end (they resume from their last
+// index) and the expiry queue is rebuilt.
+func (f *fsm) leasesRestored(db *bolt.DB) error {
+	f.lease.hub.dropAll(fmt.Errorf("%w: state was replaced by a snapshot", ErrWatchLagged))
+	f.lease.queue.invalidate()
+	return f.loadLeases(db)
+}
+
+// finishLeaseBatch runs once per batch, inside its transaction, after every
+// entry: it trims the event history and stores the active count.
+func finishLeaseBatch(tx *bolt.Tx, retention uint64, b *batchEffects) error {
+	meta := tx.Bucket(bucketMeta)
+	if n := len(b.leaseEvents); n > 0 {
+		count := getUint64(meta, keyLeaseEventCount) + uint64(n)
+		count, err := compactLeaseEvents(tx, count, retention)
+		if err != nil {
+			return err
+		}
+		if err := putUint64(meta, keyLeaseEventCount, count); err != nil {
+			return err
+		}
+	}
+	if b.activeDelta != 0 {
+		active := int64(getUint64(meta, keyActiveLeases)) + int64(b.activeDelta)
+		if err := putUint64(meta, keyActiveLeases, uint64(max(active, 0))); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Every lease handler follows the state machine's rule (see fsm): decide
+// everything first, write only once the command is known to succeed. A
+// rule error without events is a rejection and writes nothing; a rule error
+// with events (the lease was out of time and is expired on the way) writes
+// the expiry and returns the error to the proposer as the entry's result.
+
+func applyAcquireLease(tx *bolt.Tx, c command) (any, error) {
+	body, err := decodeBody[acquireBody](c)
+	if err != nil {
+		return nil, reject(err)
+	}
+	if err := checkLeaseCommand(c, body.Limits); err != nil {
+		return nil, reject(err)
+	}
+	cur, err := getLease(tx.Bucket(bucketLeases), body.JobID)
+	if err != nil {
+		return nil, err
+	}
+	last := getUint64(tx.Bucket(bucketLeaseTokens), []byte(body.JobID))
+	l, evs, err := body.Limits.Acquire(cur, last, engine.AcquireRequest{
+		JobID: body.JobID, Owner: body.Owner, OwnerID: body.OwnerID, OwnerDC: body.OwnerDC,
+		TTL: body.TTL, Force: body.Force, At: c.At,
+	})
+	return storeLeaseChange(tx, c.index, cur, l, evs, err)
+}
+
+func applyRenewLease(tx *bolt.Tx, c command) (any, error) {
+	body, err := decodeBody[renewBody](c)
+	if err != nil {
+		return nil, reject(err)
+	}
+	if err := checkLeaseCommand(c, body.Limits); err != nil {
+		return nil, reject(err)
+	}
+	cur, err := getLease(tx.Bucket(bucketLeases), body.JobID)
+	if err != nil {
+		return nil, err
+	}
+	l, evs, err := body.Limits.Renew(cur, engine.RenewRequest{
+		JobID: body.JobID, Owner: body.Owner, Token: body.Token, TTL: body.TTL, At: c.At,
+	})
+	return storeLeaseChange(tx, c.index, cur, l, evs, err)
+}
+
+func applyReleaseLease(tx *bolt.Tx, c command) (any, error) {
+	body, err := decodeBody[releaseBody](c)
+	if err != nil {
+		return nil, reject(err)
+	}
+	if err := checkLeaseCommand(c, engine.DefaultLeaseLimits()); err != nil {
+		return nil, reject(err)
+	}
+	cur, err := getLease(tx.Bucket(bucketLeases), body.JobID)
+	if err != nil {
+		return nil, err
+	}
+	l, evs, err := engine.Release(cur, engine.ReleaseRequest{JobID: body.JobID, Owner: body.Owner, Token: body.Token, At: c.At})
+	return storeLeaseChange(tx, c.index, cur, l, evs, err)
+}
+
+// applyExpireLeases expires each listed lease that is still expirable and
+// skips the others; skipping is not an error, so the entry as a whole is
+// never rejected for it.
+func applyExpireLeases(tx *bolt.Tx, c command) (any, error) {
+	body, err := decodeBody[expireBody](c)
+	if err != nil {
+		return nil, reject(err)
+	}
+	if c.At.IsZero() {
+		return nil, reject(fmt.Errorf("%w: time is not stamped", ErrInvalid))
+	}
+	if len(body.Leases) == 0 {
+		return nil, reject(fmt.Errorf("%w: no leases to expire", ErrInvalid))
+	}
+	lb := tx.Bucket(bucketLeases)
+	var (
+		res    expireResult
+		events []engine.LeaseEvent
+	)
+	for _, it := range body.Leases {
+		cur, err := getLease(lb, it.JobID)
+		if err != nil {
+			return nil, err
+		}
+		l, evs, err := engine.Expire(cur, engine.ExpireRequest{JobID: it.JobID, Token: it.Token, At: c.At})
+		if err != nil {
+			// ErrNotExpirable is the only error Expire has.
+			res.Skipped = append(res.Skipped, it.JobID)
+			continue
+		}
+		l.Index = c.index
+		if err := putLease(lb, l); err != nil {
+			return nil, err
+		}
+		res.Expired = append(res.Expired, l)
+		events = append(events, stampEvents(evs, c.index)...)
+	}
+	if err := appendLeaseEvents(tx, c.index, events); err != nil {
+		return nil, err
+	}
+	return leaseOutcome{value: res, events: events, delta: -len(res.Expired)}, nil
+}
+
+// applyLeaderPromoted extends every active lease by what the leader change
+// may have cost its holder (engine.ExtendForLeaderChange) and records the
+// promotion. It produces no lease event: the holder's view (token, owner,
+// state) is unchanged; Lease.Index of an extended lease becomes this entry's.
+func applyLeaderPromoted(tx *bolt.Tx, c command) (any, error) {
+	body, err := decodeBody[promotedBody](c)
+	if err != nil {
+		return nil, reject(err)
+	}
+	if c.At.IsZero() {
+		return nil, reject(fmt.Errorf("%w: time is not stamped", ErrInvalid))
+	}
+	if body.Grace < 0 {
+		return nil, reject(fmt.Errorf("%w: negative grace %s", ErrInvalid, body.Grace))
+	}
+	lb := tx.Bucket(bucketLeases)
+	// Collect first: bbolt forbids writing a bucket while iterating it.
+	var extended []engine.Lease
+	err = lb.ForEach(func(k, v []byte) error {
+		var l engine.Lease
+		if err := json.Unmarshal(v, &l); err != nil {
+			return fmt.Errorf("decode lease %q: %w", k, err)
+		}
+		if l.State != engine.LeaseActive || l.Index >= c.index {
+			return nil
+		}
+		if n, changed := engine.ExtendForLeaderChange(l, c.At, body.Grace); changed {
+			n.Index = c.index
+			extended = append(extended, n)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	for _, l := range extended {
+		if err := putLease(lb, l); err != nil {
+			return nil, err
+		}
+	}
+	rec, err := json.Marshal(promotionRecord{Node: body.Node, Index: c.index, At: c.At, Grace: body.Grace, Extended: len(extended)})
+	if err != nil {
+		return nil, err
+	}
+	if err := tx.Bucket(bucketMeta).Put(keyLastPromotion, rec); err != nil {
+		return nil, err
+	}
+	return len(extended), nil
+}
+
+// checkLeaseCommand re-validates what the proposer resolved: the state
+// machine does not trust the log's author.
+func checkLeaseCommand(c command, limits engine.LeaseLimits) error {
+	if c.At.IsZero() {
+		return fmt.Errorf("%w: time is not stamped", ErrInvalid)
+	}
+	if err := limits.Validate(); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	return nil
+}
+
+// storeLeaseChange stores a rule's result; see the comment above the
+// handlers for the three shapes it can have.
+func storeLeaseChange(tx *bolt.Tx, index uint64, cur *engine.Lease, l engine.Lease, evs []engine.LeaseEvent, ruleErr error) (any, error) {
+	if len(evs) == 0 {
+		if ruleErr == nil {
+			return nil, fmt.Errorf("lease rule for job %q changed nothing and reported no error", l.JobID)
+		}
+		return nil, reject(ruleErr)
+	}
+	l.Index = index
+	if err := putLease(tx.Bucket(bucketLeases), l); err != nil {
+		return nil, err
+	}
+	tb := tx.Bucket(bucketLeaseTokens)
+	if l.Token > getUint64(tb, []byte(l.JobID)) {
+		if err := putUint64(tb, []byte(l.JobID), l.Token); err != nil {
+			return nil, err
+		}
+	}
+	evs = stampEvents(evs, index)
+	if err := appendLeaseEvents(tx, index, evs); err != nil {
+		return nil, err
+	}
+	return leaseOutcome{value: l, err: ruleErr, events: evs, delta: activeCount(&l) - activeCount(cur)}, nil
+}
+
+// stampEvents sets the entry's index on the events and their leases.
+func stampEvents(evs []engine.LeaseEvent, index uint64) []engine.LeaseEvent {
+	for i := range evs {
+		evs[i].Index = index
+		evs[i].Lease.Index = index
+	}
+	return evs
+}
+
+func activeCount(l *engine.Lease) int {
+	if l != nil && l.State == engine.LeaseActive {
+		return 1
+	}
+	return 0
+}
+
+// getLease returns the job's stored lease, or nil.
+func getLease(lb *bolt.Bucket, jobID string) (*engine.Lease, error) {
+	raw := lb.Get([]byte(jobID))
+	if raw == nil {
+		return nil, nil
+	}
+	var l engine.Lease
+	if err := json.Unmarshal(raw, &l); err != nil {
+		return nil, fmt.Errorf("decode lease %q: %w", jobID, err)
+	}
+	return &l, nil
+}
+
+func putLease(lb *bolt.Bucket, l engine.Lease) error {
+	raw, err := json.Marshal(l)
+	if err != nil {
+		return err
+	}
+	return lb.Put([]byte(l.JobID), raw)
+}
