@@ -77,8 +77,12 @@ func (s *Server) openTransport() (raft.Transport, error) {
 	return t, nil
 }
 
-// closeTransport closes the Raft transport, after the store.
+// closeTransport closes the Raft transport, after the store, and the
+// connections to other nodes' APIs.
 func (s *Server) closeTransport() error {
+	if s.cluster.peers != nil {
+		s.cluster.peers.transport.CloseIdleConnections()
+	}
 	if s.cluster.transport == nil {
 		return nil
 	}
