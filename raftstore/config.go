@@ -35,9 +35,9 @@ type Config struct {
 
 	// Transport carries Raft RPCs. Nil selects an in-memory transport whose
 	// address is NodeID, which is enough for a single node and for tests.
-	// The cluster work supplies a TCP transport over an mTLS stream layer
-	// here. A supplied transport stays owned by the caller: Close does not
-	// close it.
+	// A cluster supplies NewTLSTransport's transport (TCP with mutual TLS
+	// 1.3, peers checked by identity). A supplied transport stays owned by
+	// the caller: Close does not close it.
 	Transport raft.Transport
 
 	// Logger receives this package's and Raft's logs. Nil means

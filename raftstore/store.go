@@ -13,8 +13,9 @@
 //
 // The state machine holds admission policies today, and will hold leases,
 // Wasm modules and correlation records. The API is already the cluster's:
-// writes on a follower fail with a *NotLeaderError naming the leader, and
-// Config.Transport accepts the network transport the cluster work adds.
+// writes on a follower fail with a *NotLeaderError naming the leader.
+// NewTLSTransport (transport.go) is the network transport of a cluster, and
+// membership.go keeps the members registry and changes the configuration.
 package raftstore
 
 import (
