@@ -44,6 +44,7 @@ func (s *Server) routes() http.Handler {
 	handle("/v1/cluster", route{http.MethodGet: s.leaderRead(s.clusterStatus)})
 	handle("/v1/cluster/join", route{http.MethodPost: s.leaderOnly(s.joinCluster)})
 	handle("/v1/cluster/members/{id}", route{http.MethodDelete: s.leaderOnly(s.removeMember)})
+	s.leaseRoutes(handle)
 	mux.Handle("/", s.serve(nil))
 	return mux
 }

@@ -18,6 +18,8 @@ type serverMetrics struct {
 	policyLoadErrors   prometheus.Counter
 	raftState          *prometheus.GaugeVec
 	appliedIndex       prometheus.GaugeFunc
+	leaseOps           *prometheus.CounterVec
+	leasesActive       prometheus.GaugeFunc
 	store              *raftstore.Store
 }
 
@@ -40,11 +42,22 @@ func newServerMetrics(store *raftstore.Store) *serverMetrics {
 			Name: "coordinatord_raft_applied_index",
 			Help: "Last Raft log index applied to this node's state machine.",
 		}, func() float64 { return float64(store.AppliedIndex()) }),
+		leaseOps: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "coordinatord_lease_operations_total",
+			Help: "Lease operations this node answered, by operation and result (ok or the error code).",
+		}, []string{"op", "result"}),
+		leasesActive: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "coordinatord_leases_active",
+			Help: "Active leases in this node's state.",
+		}, func() float64 {
+			active, _ := store.LeaseStats()
+			return float64(active)
+		}),
 	}
 }
 
 func (m *serverMetrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.identityRejections, m.policyLoadErrors, m.raftState, m.appliedIndex}
+	return []prometheus.Collector{m.identityRejections, m.policyLoadErrors, m.raftState, m.appliedIndex, m.leaseOps, m.leasesActive}
 }
 
 // refreshRaftState sets the state gauge at scrape time, which is when it is

@@ -13,9 +13,12 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/coordinatord/coordinatord/api"
 	"github.com/coordinatord/coordinatord/client"
+	"github.com/coordinatord/coordinatord/engine"
+	"github.com/coordinatord/coordinatord/server"
 )
 
 func newLeaseCmd() *cobra.Command {
@@ -258,4 +261,25 @@ func must(err error) {
 	if err != nil {
 		panic(err)
 	}
+}
+
+// leaseLimitFlags are the server's lease TTL bounds.
+type leaseLimitFlags struct {
+	min, max, def time.Duration
+}
+
+func (l *leaseLimitFlags) addFlags(fl *pflag.FlagSet) {
+	d := engine.DefaultLeaseLimits()
+	fl.DurationVar(&l.min, "lease-min-ttl", d.MinTTL, "shortest lease TTL a client may ask for (at least the Raft election timeout)")
+	fl.DurationVar(&l.max, "lease-max-ttl", d.MaxTTL, "longest lease TTL; a renewal never extends a lease beyond it")
+	fl.DurationVar(&l.def, "lease-default-ttl", d.DefaultTTL, "TTL of a lease acquired without one")
+}
+
+func (l *leaseLimitFlags) apply(cfg *server.Config) error {
+	lim := engine.LeaseLimits{MinTTL: l.min, MaxTTL: l.max, DefaultTTL: l.def}
+	if err := lim.Validate(); err != nil {
+		return fmt.Errorf("--lease-min-ttl/--lease-max-ttl/--lease-default-ttl: %w", err)
+	}
+	cfg.Raft.LeaseLimits = lim
+	return nil
 }

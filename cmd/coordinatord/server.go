@@ -34,6 +34,7 @@ type serverFlags struct {
 	decisionLogSize   int
 	maxBodyBytes      int64
 	clusterOpts       clusterFlags
+	leaseLimits       leaseLimitFlags
 }
 
 func newServerCmd() *cobra.Command {
@@ -96,6 +97,7 @@ same cluster, same env.`,
 	fl.IntVar(&f.decisionLogSize, "decision-log-size", server.DefaultConfig().DecisionLogSize, "recent decisions kept for GET /v1/decisions")
 	fl.Int64Var(&f.maxBodyBytes, "max-body-bytes", server.DefaultConfig().MaxBodyBytes, "largest accepted request body")
 	f.clusterOpts.addFlags(fl)
+	f.leaseLimits.addFlags(fl)
 	return cmd
 }
 
@@ -135,6 +137,9 @@ func (f *serverFlags) serverConfig(logger *slog.Logger) (server.Config, error) {
 	cfg.DecisionLogSize = f.decisionLogSize
 	cfg.MaxBodyBytes = f.maxBodyBytes
 	if err := f.clusterOpts.apply(&cfg); err != nil {
+		return cfg, err
+	}
+	if err := f.leaseLimits.apply(&cfg); err != nil {
 		return cfg, err
 	}
 	return cfg, nil
