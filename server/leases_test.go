@@ -221,3 +221,39 @@ func TestWatchStreamsEventsAndResumesWithoutGapOrRepeat(t *testing.T) {
 }
 
 func itoa(v uint64) string { return strconv.FormatUint(v, 10) }
+
+func TestKeepAliveHoldsALeasePastItsTTLAndReportsItsLoss(t *testing.T) {
+	n := startNode(t)
+	gate := n.client(engine.RoleGate)
+	l, err := gate.Acquire(ctx(t), "kept", time.Second, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	lost := gate.KeepAlive(kctx, *l)
+	// Three TTLs later the lease is still the same one.
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case err := <-lost:
+			t.Fatalf("keepalive lost the lease: %v", err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	res, err := gate.Check(ctx(t), "kept", l.Token)
+	if err != nil || !res.Current {
+		t.Fatalf("after 3 TTLs of keepalive: %+v %v", res, err)
+	}
+	if _, err := n.client(engine.RoleAdmin).Acquire(ctx(t), "kept", 0, true); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-lost:
+		if !errors.Is(err, client.ErrLeaseLost) {
+			t.Fatalf("keepalive reported %v, want ErrLeaseLost", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("keepalive did not report the takeover within 5s")
+	}
+}
