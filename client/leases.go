@@ -190,7 +190,9 @@ func (c *Client) WatchLeases(ctx context.Context, fromIndex uint64, fn func(api.
 	lastID := ""
 	backoff := 100 * time.Millisecond
 	for {
-		delivered, err := c.watchOnce(ctx, fromIndex, lastID, func(id string, ev api.LeaseEvent) error {
+		// Every node serves the stream; after a failure, try the next one.
+		base := c.bases[int(c.cur.Load()%int64(len(c.bases)))]
+		delivered, err := c.watchOnce(ctx, base, fromIndex, lastID, func(id string, ev api.LeaseEvent) error {
 			lastID = id
 			return fn(ev)
 		})
@@ -207,6 +209,8 @@ func (c *Client) WatchLeases(ctx context.Context, fromIndex uint64, fn func(api.
 		}
 		if delivered {
 			backoff = 100 * time.Millisecond
+		} else {
+			c.cur.Add(1)
 		}
 		select {
 		case <-ctx.Done():
@@ -224,8 +228,8 @@ func (e *callbackError) Error() string { return e.err.Error() }
 // watchOnce reads one SSE stream. Event ids are "index.n": the n-th event of
 // Raft entry index, so that a resume never skips or repeats an event of an
 // entry that produced several.
-func (c *Client) watchOnce(ctx context.Context, fromIndex uint64, lastID string, fn func(string, api.LeaseEvent) error) (bool, error) {
-	u := *c.base
+func (c *Client) watchOnce(ctx context.Context, base *url.URL, fromIndex uint64, lastID string, fn func(string, api.LeaseEvent) error) (bool, error) {
+	u := *base
 	u.Path = strings.TrimSuffix(u.Path, "/") + "/v1/leases/watch"
 	u.RawQuery = url.Values{"from_index": {strconv.FormatUint(fromIndex, 10)}}.Encode()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)

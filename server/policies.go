@@ -198,6 +198,12 @@ func storeError(err error, kind, id string) error {
 		ae := errorf(http.StatusServiceUnavailable, "unavailable", "", "%v", err)
 		ae.retryAfter = time.Second
 		return ae
+	case errors.Is(err, raftstore.ErrLeadershipLost):
+		// The entry may or may not commit under the next leader; the client
+		// may retry writes that are safe to repeat.
+		ae := errorf(http.StatusServiceUnavailable, "leadership_lost", "", "the leader lost its role while the write was in flight; its outcome is unknown: %v", err)
+		ae.retryAfter = time.Second
+		return ae
 	case errors.Is(err, raftstore.ErrClosed):
 		return errorf(http.StatusServiceUnavailable, "shutting_down", "", "the node is shutting down")
 	}

@@ -34,7 +34,7 @@ type Report struct {
 	Ops      int
 	Errors   int
 	// FirstError is the first error seen, to tell what went wrong.
-	FirstError error
+	FirstError         error
 	P50, P90, P99, Max time.Duration
 }
 
