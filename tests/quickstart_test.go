@@ -172,6 +172,10 @@ func expectation(c printed) expect {
 		return expect{exitDenied, "role pair worker->gate is not allowed"}
 	case strings.Contains(c.line, "policy push") && strings.Contains(c.line, "worker"):
 		return expect{1, `"policy.write" is not allowed for role "worker"`}
+	case strings.Contains(c.line, "lease acquire"):
+		return expect{0, "token 1"}
+	case strings.Contains(c.line, "lease list"):
+		return expect{0, "job-1"}
 	case strings.Contains(c.line, "policy list"):
 		return expect{0, "default"}
 	case strings.Contains(c.line, "policy get"):

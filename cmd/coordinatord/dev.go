@@ -199,11 +199,17 @@ Try, in a second shell (the exports make you the admin):
   # a worker may not write policies: 403 with the decision's reason
   %s policy push examples/policies/per-datacenter/policy.rego --id per-dc --cert %s --key %s
 
+  # a gate takes the lease of a job and gets its fencing token; then list the leases
+  %s lease acquire job-1 --ttl 30s --cert %s --key %s
+  %s lease list
+
 Press Ctrl-C to stop.
 `, devNode, addr, devCluster, devEnv, devDatacenter, dataDir, removal,
 		addr, c("ca.crt"), c("admin.crt"), c("admin.key"),
 		self, c("worker.crt"), c("manager.crt"),
 		self, c("worker.crt"), c("gate.crt"),
 		self, self, self, self,
-		self, c("worker.crt"), c("worker.key"))
+		self, c("worker.crt"), c("worker.key"),
+		self, c("gate.crt"), c("gate.key"),
+		self)
 }
