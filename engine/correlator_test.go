@@ -1,0 +1,383 @@
+package engine
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+var t0 = time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
+
+// world drives a Correlator with a fake clock: datacenters of a few members
+// each, and helpers to darken and light them.
+type world struct {
+	t      *testing.T
+	c      *Correlator
+	now    time.Time
+	events []CorrelationEvent
+	size   map[string]int
+}
+
+func newWorld(t *testing.T, dcs map[string]int) *world {
+	t.Helper()
+	c, err := NewCorrelator(DefaultCorrelationConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &world{t: t, c: c, now: t0, size: dcs}
+	for dc, n := range dcs {
+		for i := 0; i < n; i++ {
+			w.record(c.MemberUpdate(w.now, memberName(dc, i), dc, MemberAlive))
+		}
+	}
+	w.events = nil
+	return w
+}
+
+func memberName(dc string, i int) string { return fmt.Sprintf("%s-m%d", dc, i) }
+
+func (w *world) record(evs []CorrelationEvent) { w.events = append(w.events, evs...) }
+
+// at moves the clock to t0+d, ticking every second on the way, as the
+// leader's loop does.
+func (w *world) at(d time.Duration) {
+	for target := t0.Add(d); w.now.Before(target); {
+		w.now = minTime(w.now.Add(time.Second), target)
+		w.record(w.c.Tick(w.now))
+	}
+}
+
+func (w *world) setDC(dc string, s MemberState, members int) {
+	for i := 0; i < members; i++ {
+		w.record(w.c.MemberUpdate(w.now, memberName(dc, i), dc, s))
+	}
+}
+
+func (w *world) dark(dcs ...string) {
+	for _, dc := range dcs {
+		w.setDC(dc, MemberDead, w.size[dc])
+	}
+}
+
+func (w *world) light(dcs ...string) {
+	for _, dc := range dcs {
+		w.setDC(dc, MemberAlive, w.size[dc])
+	}
+}
+
+func (w *world) state(dc string) DCState {
+	for _, d := range w.c.Status().Datacenters {
+		if d.Name == dc {
+			return d.State
+		}
+	}
+	w.t.Fatalf("unknown datacenter %s", dc)
+	return ""
+}
+
+func (w *world) count(typ CorrelationEventType) int {
+	n := 0
+	for _, e := range w.events {
+		if e.Type == typ {
+			n++
+		}
+	}
+	return n
+}
+
+func (w *world) expect(desc string, severity Severity, states map[string]DCState) {
+	w.t.Helper()
+	st := w.c.Status()
+	if st.Severity != severity {
+		w.t.Fatalf("%s: severity %s, want %s (%s)", desc, st.Severity, severity, st)
+	}
+	for dc, want := range states {
+		if got := w.state(dc); got != want {
+			w.t.Fatalf("%s: %s is %s, want %s (%s)", desc, dc, got, want, st)
+		}
+	}
+}
+
+func dcs(n, members int) map[string]int {
+	m := map[string]int{}
+	for i := 1; i <= n; i++ {
+		m[fmt.Sprintf("dc%d", i)] = members
+	}
+	return m
+}
+
+func TestCorrelation(t *testing.T) {
+	tests := []struct {
+		name string
+		run  func(w *world)
+	}{
+		{"a 500 ms latency spike is not a failure", func(w *world) {
+			for s := 0; s < 60; s += 5 {
+				w.at(time.Duration(s) * time.Second)
+				rtt := time.Millisecond
+				if s == 30 {
+					rtt = 500 * time.Millisecond
+				}
+				w.record(w.c.RTT(w.now, "dc2", rtt))
+			}
+			w.at(90 * time.Second)
+			w.expect("after the spike", SeverityNone, map[string]DCState{"dc2": DCHealthy})
+			if len(w.events) != 0 {
+				w.t.Fatalf("events %+v, want none", w.events)
+			}
+		}},
+		{"one datacenter failing alone is handled normally", func(w *world) {
+			w.dark("dc2")
+			w.at(4 * time.Second)
+			w.expect("before confirmation", SeverityNone, map[string]DCState{"dc2": DCFailing})
+			w.at(6 * time.Second)
+			w.expect("after confirmation", SeverityNone, map[string]DCState{"dc2": DCFailed})
+			if st := w.c.Status(); st.DelayEviction || w.count(EventPartitionDetected) != 0 {
+				w.t.Fatalf("a lone failure delays eviction: %s", st)
+			}
+		}},
+		{"three dark datacenters within the window make a medium partition, detected once", func(w *world) {
+			w.dark("dc2")
+			w.at(10 * time.Second)
+			w.dark("dc3")
+			w.at(20 * time.Second)
+			w.dark("dc4")
+			w.at(26 * time.Second)
+			w.expect("three down", SeverityMedium, map[string]DCState{"dc2": DCFailed, "dc3": DCFailed, "dc4": DCFailed, "dc1": DCHealthy})
+			st := w.c.Status()
+			if !st.DelayEviction || strings.Join(st.Held, ",") != "dc2,dc3,dc4" {
+				w.t.Fatalf("holds %s", st)
+			}
+			w.at(5 * time.Minute)
+			if w.count(EventPartitionDetected) != 1 || w.count(EventPartitionHealed) != 0 {
+				w.t.Fatalf("detected %d, healed %d; want 1, 0", w.count(EventPartitionDetected), w.count(EventPartitionHealed))
+			}
+		}},
+		{"a region going dark one datacenter at a time over minutes is not one episode", func(w *world) {
+			for i, dc := range []string{"dc2", "dc3", "dc4", "dc5"} {
+				w.at(time.Duration(i) * 2 * time.Minute)
+				w.dark(dc)
+			}
+			w.at(8 * time.Minute)
+			w.expect("all four down, apart", SeverityNone, map[string]DCState{"dc2": DCFailed, "dc5": DCFailed})
+			if w.count(EventPartitionDetected) != 0 || w.c.Status().DelayEviction {
+				w.t.Fatalf("independent failures became an episode: %s", w.c.Status())
+			}
+		}},
+		{"flapping (3 transitions in 120 s) is damped", func(w *world) {
+			w.dark("dc2")
+			w.at(10 * time.Second)
+			w.light("dc2")
+			w.at(40 * time.Second)
+			w.dark("dc2")
+			w.at(41 * time.Second)
+			w.expect("third transition", SeverityNone, map[string]DCState{"dc2": DCFlapping})
+			before := len(w.events)
+			for s := 45; s < 200; s += 15 {
+				w.at(time.Duration(s) * time.Second)
+				if (s/15)%2 == 0 {
+					w.light("dc2")
+				} else {
+					w.dark("dc2")
+				}
+			}
+			for _, e := range w.events[before:] {
+				if e.Datacenter == "dc2" {
+					w.t.Fatalf("a flapping datacenter changed state: %+v", e)
+				}
+			}
+			w.light("dc2")
+			last := w.now.Sub(t0)
+			w.at(last + 299*time.Second)
+			w.expect("within the cooldown", SeverityNone, map[string]DCState{"dc2": DCFlapping})
+			w.at(last + 301*time.Second)
+			w.expect("after the cooldown", SeverityNone, map[string]DCState{"dc2": DCHealthy})
+		}},
+		{"an isolated datacenter is detected and later rejoins", func(w *world) {
+			w.dark("dc3")
+			w.at(6 * time.Second)
+			w.expect("isolated", SeverityNone, map[string]DCState{"dc3": DCFailed})
+			w.at(60 * time.Second)
+			w.light("dc3")
+			w.at(61 * time.Second)
+			w.expect("back", SeverityNone, map[string]DCState{"dc3": DCRecovering})
+			w.at(91 * time.Second)
+			w.expect("confirmed", SeverityNone, map[string]DCState{"dc3": DCHealthy})
+		}},
+		{"a burst of lost heartbeats evicts nothing", func(w *world) {
+			for _, dc := range []string{"dc2", "dc3", "dc4", "dc5"} {
+				w.setDC(dc, MemberSuspect, w.size[dc])
+			}
+			w.at(3 * time.Second)
+			w.light("dc2", "dc3", "dc4", "dc5")
+			w.at(60 * time.Second)
+			w.expect("after the burst", SeverityNone, map[string]DCState{"dc2": DCHealthy, "dc5": DCHealthy})
+			for _, e := range w.events {
+				if e.To == DCFailed || e.Type == EventPartitionDetected {
+					w.t.Fatalf("the burst caused %+v", e)
+				}
+			}
+		}},
+		{"recovery counts age out of their window", func(w *world) {
+			for i := 0; i < 4; i++ {
+				w.at(time.Duration(i) * 3 * time.Minute)
+				w.dark("dc2")
+				w.at(time.Duration(i)*3*time.Minute + 80*time.Second)
+				w.light("dc2")
+			}
+			w.at(15 * time.Minute)
+			w.expect("after four spaced outages", SeverityNone, map[string]DCState{"dc2": DCHealthy})
+			for _, e := range w.events {
+				if e.To == DCFlapping {
+					w.t.Fatalf("old recoveries made it flapping: %+v", e)
+				}
+			}
+		}},
+		{"a partition can heal inside the backoff period", func(w *world) {
+			w.dark("dc2", "dc3", "dc4")
+			w.at(6 * time.Second)
+			w.expect("detected", SeverityMedium, nil)
+			w.light("dc2", "dc3", "dc4")
+			w.at(20 * time.Second)
+			if w.count(EventPartitionHealed) != 1 || w.c.Status().DelayEviction {
+				w.t.Fatalf("not healed within the backoff: %s, events %+v", w.c.Status(), w.events)
+			}
+		}},
+		{"a severity change within an episode is notified once the backoff has passed", func(w *world) {
+			w.dark("dc2", "dc3", "dc4")
+			w.at(6 * time.Second)
+			w.dark("dc5", "dc6")
+			w.at(20 * time.Second)
+			w.expect("five of seven down", SeverityHigh, nil)
+			if w.count(EventSeverityChanged) != 0 {
+				w.t.Fatal("severity_changed inside the backoff")
+			}
+			w.at(70 * time.Second)
+			if w.count(EventSeverityChanged) != 1 {
+				w.t.Fatalf("severity_changed %d times after the backoff, want 1", w.count(EventSeverityChanged))
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.run(newWorld(t, dcs(7, 3)))
+		})
+	}
+}
+
+func TestHighSeverityIsReachableWithThreeDatacentersWhenAllThreeFail(t *testing.T) {
+	w := newWorld(t, dcs(3, 2))
+	w.dark("dc1", "dc2", "dc3")
+	w.at(6 * time.Second)
+	w.expect("all three down", SeverityHigh, nil)
+	if w.count(EventPartitionDetected) != 1 {
+		t.Fatalf("detected %d times", w.count(EventPartitionDetected))
+	}
+}
+
+func TestANewLeaderContinuesTheEpisode(t *testing.T) {
+	w := newWorld(t, dcs(5, 2))
+	w.dark("dc2", "dc3", "dc4")
+	w.at(6 * time.Second)
+	ep := w.c.Status().Episode
+	if ep == nil {
+		t.Fatal("no episode")
+	}
+	// The new leader restores the committed episode, then learns the
+	// members from its own gossip.
+	c2, err := NewCorrelator(DefaultCorrelationConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2.Restore(w.now, *ep)
+	var evs []CorrelationEvent
+	for dc, n := range w.size {
+		for i := 0; i < n; i++ {
+			s := MemberAlive
+			if dc == "dc2" || dc == "dc3" || dc == "dc4" {
+				s = MemberDead
+			}
+			evs = append(evs, c2.MemberUpdate(w.now, memberName(dc, i), dc, s)...)
+		}
+	}
+	for s := 1; s < 30; s++ {
+		evs = append(evs, c2.Tick(w.now.Add(time.Duration(s)*time.Second))...)
+	}
+	st := c2.Status()
+	if st.Episode == nil || st.Episode.ID != ep.ID || !st.DelayEviction {
+		t.Fatalf("the new leader did not continue episode %s: %s", ep.ID, st)
+	}
+	for _, e := range evs {
+		if e.Type == EventPartitionDetected || e.Type == EventPartitionHealed {
+			t.Fatalf("the new leader emitted %s", e.Type)
+		}
+	}
+}
+
+func TestALocalHealthProblemStopsConfirmations(t *testing.T) {
+	w := newWorld(t, dcs(3, 2))
+	w.record(w.c.LocalHealth(w.now, 6))
+	w.dark("dc2")
+	w.at(30 * time.Second)
+	w.expect("while this node is unwell", SeverityNone, map[string]DCState{"dc2": DCFailing})
+	w.record(w.c.LocalHealth(w.now, 0))
+	w.at(31 * time.Second)
+	w.expect("once healthy again", SeverityNone, map[string]DCState{"dc2": DCFailed})
+}
+
+func TestElevatedLatencyDoublesTheFailureConfirmation(t *testing.T) {
+	w := newWorld(t, dcs(3, 2))
+	for i := 0; i < 3; i++ {
+		w.record(w.c.RTT(w.now, "dc2", 200*time.Millisecond))
+	}
+	w.dark("dc2")
+	w.at(6 * time.Second)
+	w.expect("5 s in, slow network", SeverityNone, map[string]DCState{"dc2": DCFailing})
+	w.at(11 * time.Second)
+	w.expect("10 s in", SeverityNone, map[string]DCState{"dc2": DCFailed})
+}
+
+func TestCorrelationConfigValidation(t *testing.T) {
+	bad := []func(*CorrelationConfig){
+		func(c *CorrelationConfig) { c.FailingShare = 1 },
+		func(c *CorrelationConfig) { c.MediumThreshold = 1 },
+		func(c *CorrelationConfig) { c.Window = 0 },
+		func(c *CorrelationConfig) { c.FlapTransitions = 1 },
+	}
+	for i, edit := range bad {
+		cfg := DefaultCorrelationConfig()
+		edit(&cfg)
+		if cfg.Validate() == nil {
+			t.Errorf("case %d accepted", i)
+		}
+	}
+	if err := DefaultCorrelationConfig().Validate(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// BenchmarkCorrelationUpdate measures one member update in a 15-member,
+// 5-datacenter world (the cost per SWIM event on the leader).
+//
+//	go test -run '^$' -bench BenchmarkCorrelationUpdate -benchmem ./engine
+func BenchmarkCorrelationUpdate(b *testing.B) {
+	c, err := NewCorrelator(DefaultCorrelationConfig())
+	if err != nil {
+		b.Fatal(err)
+	}
+	now := t0
+	for dc := 1; dc <= 5; dc++ {
+		for i := 0; i < 3; i++ {
+			c.MemberUpdate(now, fmt.Sprintf("dc%d-m%d", dc, i), fmt.Sprintf("dc%d", dc), MemberAlive)
+		}
+	}
+	states := []MemberState{MemberSuspect, MemberAlive}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		now = now.Add(time.Millisecond)
+		c.MemberUpdate(now, "dc3-m1", "dc3", states[i%2])
+		i++
+	}
+}
