@@ -28,6 +28,10 @@ const (
 	opReleaseLease   = "lease.release"
 	opExpireLeases   = "lease.expire"
 	opLeaderPromoted = "leader.promoted"
+
+	// Wasm modules (modules.go).
+	opPutModule    = "module.put"
+	opDeleteModule = "module.delete"
 )
 
 // command is the envelope of one log entry: the version byte, then this

@@ -104,6 +104,16 @@ type Config struct {
 	// the callback, which is a deadlock. It may keep the slice.
 	OnPoliciesChanged func(revision uint64, ps []policies.Policy)
 
+	// OnModulesChanged, if set, receives the whole Wasm module set (sorted
+	// by name) and its revision, on the same terms as OnPoliciesChanged:
+	// once during Open before Raft starts (also when the set is empty),
+	// after every committed module write, and after a snapshot is
+	// restored; never concurrently, in commit order. It blocks the state
+	// machine, so it must not compile anything itself: hand the set to
+	// another goroutine. It may call the read methods (ModuleBytes too)
+	// from that goroutine, and may keep the slice.
+	OnModulesChanged func(revision uint64, ms []Module)
+
 	// Clock is the node's time source: the leader stamps it into every
 	// lease command (the state machine itself never reads a clock), and
 	// CheckLease and the expiry loop read it. Nil means time.Now. Tests

@@ -94,6 +94,8 @@ type fsm struct {
 	dir        string
 	logger     *slog.Logger
 	onPolicies func(revision uint64, ps []policies.Policy)
+	// onModules is Config.OnModulesChanged (modules.go).
+	onModules func(revision uint64, ms []Module)
 
 	// mu guards the db handle, not the data (bbolt serialises writers and
 	// isolates readers itself). Everyone using db holds it shared for the
@@ -161,7 +163,7 @@ func openStateDB(path string) (db *bolt.DB, applied, rev uint64, err error) {
 		default:
 			return fmt.Errorf("schema %d is newer than this binary's %d", schema, stateSchema)
 		}
-		for _, b := range append([][]byte{bucketPolicies, bucketPolicyVersions}, leaseBuckets...) {
+		for _, b := range append(append([][]byte{bucketPolicies, bucketPolicyVersions}, leaseBuckets...), moduleBuckets...) {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -213,6 +215,10 @@ var ops = map[string]struct {
 	opReleaseLease:   {applyReleaseLease, false},
 	opExpireLeases:   {applyExpireLeases, false},
 	opLeaderPromoted: {applyLeaderPromoted, false},
+
+	// Module ops report through OnModulesChanged (moduleOps).
+	opPutModule:    {applyPutModule, false},
+	opDeleteModule: {applyDeleteModule, false},
 }
 
 // rejection marks an error as the deterministic outcome of a command (the
@@ -237,6 +243,7 @@ type batchEffects struct {
 	// last is the index of the batch's last command.
 	last        uint64
 	policySets  []policySet
+	moduleSets  []moduleSet
 	leaseEvents []engine.LeaseEvent
 	activeDelta int
 }
@@ -314,6 +321,7 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 			f.onPolicies(set.revision, set.list)
 		}
 	}
+	f.modulesCommitted(&b)
 	f.leasesCommitted(&b)
 	// Advance only after the callbacks, so that LinearizableRead also
 	// implies the engine has seen everything up to the read index.
@@ -359,6 +367,9 @@ func (f *fsm) applyEntry(tx *bolt.Tx, l *raft.Log, b *batchEffects) (applyResult
 			return applyResult{}, err
 		}
 		b.policySets = append(b.policySets, policySet{revision: rev, list: list})
+	}
+	if err := collectModules(tx, c.Op, b); err != nil {
+		return applyResult{}, err
 	}
 	return res, nil
 }

@@ -76,7 +76,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	if f.onPolicies != nil {
 		f.onPolicies(set.revision, set.list)
 	}
-	return nil
+	return f.reportModules()
 }
 
 // restore streams r into a temporary file, checks it is a state file this

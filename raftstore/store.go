@@ -114,6 +114,7 @@ func Open(cfg Config) (st *Store, err error) {
 		return nil, err
 	}
 	s.fsm.lease.retention = cfg.LeaseEventRetention
+	s.fsm.onModules = cfg.OnModulesChanged
 	hasState, err := raft.HasExistingState(s.logs, s.boltStore, snaps)
 	if err != nil {
 		return nil, err
@@ -137,6 +138,9 @@ func Open(cfg Config) (st *Store, err error) {
 	}
 	if cfg.OnPoliciesChanged != nil {
 		cfg.OnPoliciesChanged(rev, list)
+	}
+	if err := s.fsm.reportModules(); err != nil {
+		return nil, err
 	}
 
 	trans := cfg.Transport
