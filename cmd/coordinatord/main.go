@@ -73,6 +73,7 @@ Flags of server commands can also be given as environment variables
 		newDecisionsCmd(),
 		newLeaseCmd(),
 		newClusterCmd(),
+		newModuleCmd(),
 		newLoadTestCmd(),
 	)
 	return root
