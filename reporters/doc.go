@@ -21,6 +21,10 @@
 // sink it was not given fails alone: the event, the job and the other
 // modules are untouched, and the failure is recorded (Results) and counted.
 //
+// Workers run in parallel, so events reach modules and sinks in no
+// particular order; a lease event carries the Raft index of its entry,
+// and a job result its time, for consumers that need one.
+//
 // # Backpressure: nothing is dropped silently
 //
 // A job result that finds the queue full is refused with ErrQueueFull (the

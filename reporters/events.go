@@ -88,76 +88,9 @@ func encodeLeaseEvent(ev LeaseEvent) ([]byte, error) {
 	})
 }
 
-// Record is one thing a reporter asked to emit.
+// Record is one thing a reporter asked to emit: Data goes to its sink named
+// Sink.
 type Record struct {
 	Sink string
 	Data json.RawMessage
-}
-
-// reporterOutput is the ABI's reporter output.
-type reporterOutput struct {
-	Records *[]struct {
-		Sink *string         `json:"sink"`
-		Data json.RawMessage `json:"data"`
-	} `json:"records"`
-}
-
-// ErrInvalidOutput is wrapped by ParseOutput's errors.
-var ErrInvalidOutput = errors.New("invalid reporter output")
-
-// ParseOutput reads a reporter's output per the ABI: an object whose
-// "records" (required, may be empty) each name one of sinks and carry a
-// JSON value. Unknown fields are errors. A record naming a sink the module
-// was not given fails the whole output: no record of the call is emitted.
-func ParseOutput(out []byte, sinks []SinkSpec) ([]Record, error) {
-	if len(bytes.TrimSpace(out)) == 0 {
-		return nil, fmt.Errorf("%w: no output; a reporter answers {\"records\": [...]}", ErrInvalidOutput)
-	}
-	dec := json.NewDecoder(bytes.NewReader(out))
-	dec.DisallowUnknownFields()
-	var o reporterOutput
-	if err := dec.Decode(&o); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalidOutput, err)
-	}
-	if dec.More() {
-		return nil, fmt.Errorf("%w: data after the JSON object", ErrInvalidOutput)
-	}
-	if o.Records == nil {
-		return nil, fmt.Errorf("%w: \"records\" is required (it may be empty)", ErrInvalidOutput)
-	}
-	recs := make([]Record, 0, len(*o.Records))
-	for i, r := range *o.Records {
-		switch {
-		case r.Sink == nil:
-			return nil, fmt.Errorf("%w: records[%d] has no \"sink\"", ErrInvalidOutput, i)
-		case len(r.Data) == 0:
-			return nil, fmt.Errorf("%w: records[%d] has no \"data\"", ErrInvalidOutput, i)
-		}
-		known := false
-		for _, s := range sinks {
-			if s.Name == *r.Sink {
-				known = true
-				break
-			}
-		}
-		if !known {
-			return nil, fmt.Errorf("%w: records[%d] names sink %q, which the module was not given (it has %s)", ErrInvalidOutput, i, *r.Sink, sinkNames(sinks))
-		}
-		recs = append(recs, Record{Sink: *r.Sink, Data: r.Data})
-	}
-	return recs, nil
-}
-
-func sinkNames(sinks []SinkSpec) string {
-	if len(sinks) == 0 {
-		return "none"
-	}
-	var b bytes.Buffer
-	for i, s := range sinks {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		fmt.Fprintf(&b, "%q", s.Name)
-	}
-	return b.String()
 }

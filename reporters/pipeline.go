@@ -260,7 +260,7 @@ func (p *Pipeline) work() {
 // call runs one reporter on one event, writes its records and records the
 // outcome. Nothing here can fail the event for other reporters.
 func (p *Pipeline) call(ev *event, r Reporter) {
-	out := p.invoker.Invoke(p.ctx, r.Name, Invocation{
+	out := p.invoker.Invoke(p.ctx, r, Invocation{
 		Handler: ev.handler, Kind: ev.kind, Event: ev.body, Datacenters: ev.datacenters, JobIDs: ev.jobIDs,
 	})
 	var (
@@ -279,15 +279,8 @@ func (p *Pipeline) call(ev *event, r Reporter) {
 		p.log.Debug("reporter call failed", "reporter", r.Name, "digest", r.Digest, "event", ev.kind,
 			"job_id", ev.jobID, "datacenter", ev.datacenter, "error_kind", errKind, "error", errMsg)
 	default:
-		recs, err := ParseOutput(out.Output, r.Sinks)
-		if err != nil {
-			errKind, errMsg = ErrKindInvalidOutput, err.Error()
-			p.log.Error("reporter output refused; none of its records were written", "reporter", r.Name,
-				"digest", r.Digest, "event", ev.kind, "job_id", ev.jobID, "datacenter", ev.datacenter, "error", err)
-			break
-		}
 		start := time.Now()
-		written, errMsg = p.write(ev, r, recs)
+		written, errMsg = p.write(ev, r, out.Records)
 		sinkElapsed = time.Since(start)
 		if errMsg != "" {
 			errKind = ErrKindSink
@@ -320,13 +313,19 @@ func (p *Pipeline) call(ev *event, r Reporter) {
 // returns how many were written and the first failure's text.
 func (p *Pipeline) write(ev *event, r Reporter, recs []Record) (written int, firstErr string) {
 	for _, rec := range recs {
-		spec, _ := r.sink(rec.Sink) // ParseOutput checked the name
-		sink, err := p.sinks.get(spec)
+		spec, ok := r.sink(rec.Sink)
+		var sink Sink
+		err := fmt.Errorf("the module has no sink named %q", rec.Sink) // the invoker checks; this is a safety net
+		if ok {
+			sink, err = p.sinks.get(spec)
+		}
 		if err == nil {
 			err = sink.Write(p.ctx, rec.Data)
 		}
 		if err != nil {
-			p.metrics.sinkErrors.WithLabelValues(spec.Type).Inc()
+			if ok {
+				p.metrics.sinkErrors.WithLabelValues(spec.Type).Inc()
+			}
 			p.log.Error("reporter record not written", "reporter", r.Name, "sink", spec.String(),
 				"event", ev.kind, "job_id", ev.jobID, "datacenter", ev.datacenter, "error", err)
 			if firstErr == "" {

@@ -75,22 +75,27 @@ type Invocation struct {
 
 // Outcome is what one call did.
 type Outcome struct {
-	// Output is the JSON the module passed to output (nil if none).
-	Output []byte
+	// Records are the records of the call's output, checked against the
+	// ABI's reporter schema and the reporter's sinks (each names one of
+	// them). Nil when Err is set.
+	Records []Record
 	// Elapsed is the call's duration as the sandbox measured it.
 	Elapsed time.Duration
-	// Err is the call's failure (a trap, a timeout, a non-zero return, an
-	// unknown module); nil on success.
+	// Err is the call's failure: a trap, a timeout, a non-zero return, an
+	// output that does not fit the schema or names a sink the module was
+	// not given (then no record of the call is emitted), an unknown
+	// module. Nil on success.
 	Err error
 	// ErrKind names Err's class for results and metrics: "trap",
-	// "timeout", "error", "not_installed", ...
+	// "timeout", "guest_error", "invalid_output", "not_installed", ...
 	ErrKind string
 }
 
-// Invoker runs one handler of one installed module: the Wasm sandbox. It
-// must be safe for concurrent use, may block for up to the module's time
-// limit (less if ctx ends first), and must report every failure in the
-// Outcome (and its own trap report) rather than panic.
+// Invoker runs one handler of one installed reporter module and checks its
+// output: the Wasm sandbox (see SandboxInvoker). It must be safe for
+// concurrent use, may block for up to the module's time limit (less if ctx
+// ends first), and reports every failure in the Outcome (after its own
+// trap report) rather than panicking.
 type Invoker interface {
-	Invoke(ctx context.Context, module string, inv Invocation) Outcome
+	Invoke(ctx context.Context, r Reporter, inv Invocation) Outcome
 }
