@@ -1,0 +1,20 @@
+;; unknown_import.wat: misbehaves on purpose. A reporter that imports a
+;; function the host does not offer (env.http_get): refused at upload.
+(module
+  (import "coordinatord" "output" (func $output (param i32 i32)))
+  (import "env" "http_get" (func $http_get (param i32 i32) (result i32)))
+
+  (memory (export "memory") 1)
+  (data (i32.const 16) "{\"records\":[]}")
+
+  (func (export "coordinatord_abi_v1"))
+
+  ;; coordinatord_alloc: a fixed buffer at 1024 (0 if the event does not fit).
+  (func (export "coordinatord_alloc") (param $size i32) (result i32)
+    (select (i32.const 1024) (i32.const 0) (i32.le_u (local.get $size) (i32.const 64512))))
+
+  (func (export "coordinatord_on_job_result") (param $ptr i32) (param $len i32) (result i32)
+    (drop (call $http_get (local.get $ptr) (local.get $len)))
+    (call $output (i32.const 16) (i32.const 14))
+    (i32.const 0))
+)

@@ -1,0 +1,6 @@
+;; A reporter without coordinatord_alloc.
+(module
+  (memory (export "memory") 1)
+  (func (export "coordinatord_abi_v1"))
+  (func (export "coordinatord_on_job_result") (param i32 i32) (result i32) (i32.const 0))
+)
