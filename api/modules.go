@@ -136,6 +136,8 @@ type InvokeResponse struct {
 	// written to any sink by an invoke).
 	Records []ReporterRecord `json:"records,omitempty"`
 	Logs    []ModuleLogLine  `json:"logs"`
+	// LogsDropped counts lines dropped by the module's log rate limit.
+	LogsDropped int `json:"logs_dropped,omitempty"`
 	// Duration is the call's duration as a Go duration string, and
 	// DurationNanos the same in nanoseconds.
 	Duration      string       `json:"duration"`
@@ -158,8 +160,9 @@ type ModuleLogLine struct {
 }
 
 // InvokeError is why a call failed: Kind is "trap", "timeout",
-// "guest_error", "bad_output", "output_too_large", ...; Stack is the
-// guest's stack at a trap, innermost frame first.
+// "guest_error", "bad_output" (the output is not JSON, or does not fit the
+// kind's schema: Message names the field), "output_too_large", ...; Stack
+// is the guest's stack at a trap, innermost frame first.
 type InvokeError struct {
 	Kind    string   `json:"kind"`
 	Message string   `json:"message"`

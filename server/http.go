@@ -45,6 +45,7 @@ func (s *Server) routes() http.Handler {
 	handle("/v1/cluster/join", route{http.MethodPost: s.leaderOnly(s.joinCluster)})
 	handle("/v1/cluster/members/{id}", route{http.MethodDelete: s.leaderOnly(s.removeMember)})
 	s.leaseRoutes(handle)
+	s.moduleRoutes(handle)
 	mux.Handle("/", s.serve(nil))
 	return mux
 }

@@ -22,11 +22,16 @@ import (
 	"github.com/coordinatord/coordinatord/engine"
 	"github.com/coordinatord/coordinatord/policies"
 	"github.com/coordinatord/coordinatord/raftstore"
+	"github.com/coordinatord/coordinatord/wasm"
 )
 
 // DefaultMaxBodyBytes bounds request bodies: a policy of the maximum size
 // plus room for its JSON envelope.
 const DefaultMaxBodyBytes = policies.MaxPolicyBytes + 64<<10
+
+// DefaultMaxModuleBytes bounds Wasm module uploads, which have their own
+// limit: the ABI's module size cap.
+const DefaultMaxModuleBytes = wasm.DefaultMaxModuleBytes
 
 // Config describes one node.
 type Config struct {
@@ -73,6 +78,12 @@ type Config struct {
 	Logger *slog.Logger
 	// MaxBodyBytes bounds request bodies.
 	MaxBodyBytes int64
+	// MaxModuleBytes bounds a Wasm module upload (PUT /v1/modules/{name}),
+	// at most raftstore.MaxModuleBytes. Every node should have the same.
+	MaxModuleBytes int64
+	// WasmCacheDir holds the sandbox's compilation cache; empty means
+	// DataDir/wasm-cache.
+	WasmCacheDir string
 	// DecisionLogSize is how many decisions GET /v1/decisions can return.
 	DecisionLogSize int
 	// DecisionCacheSize bounds the decision cache; 0 disables it.
@@ -88,6 +99,7 @@ func DefaultConfig() Config {
 		Raft:              raftstore.DefaultConfig(),
 		Clock:             time.Now,
 		MaxBodyBytes:      DefaultMaxBodyBytes,
+		MaxModuleBytes:    DefaultMaxModuleBytes,
 		DecisionLogSize:   engine.DefaultDecisionLogSize,
 		DecisionCacheSize: 10000,
 	}
@@ -105,6 +117,10 @@ type Server struct {
 	cluster  clusterState
 	registry *prometheus.Registry
 	metrics  *serverMetrics
+	// sandbox runs this node's Wasm modules; modules keeps it in line with
+	// the replicated module set (modules.go).
+	sandbox *wasm.Sandbox
+	modules *moduleInstaller
 
 	listener net.Listener
 	http     *http.Server
@@ -155,23 +171,31 @@ func New(cfg Config) (*Server, error) {
 		seedDone: make(chan struct{}),
 	}
 
+	if err := s.openModules(); err != nil {
+		eng.Close()
+		return nil, err
+	}
 	rc := cfg.Raft
 	rc.NodeID = cfg.NodeID
 	rc.DataDir = cfg.DataDir
 	rc.Bootstrap = cfg.Bootstrap
 	rc.Logger = cfg.Logger
 	rc.OnPoliciesChanged = s.loadPolicies
+	rc.OnModulesChanged = s.modules.submit
 	if rc.Transport, err = s.openTransport(); err != nil {
 		eng.Close()
+		_ = s.closeModules()
 		return nil, err
 	}
 	store, err := raftstore.Open(rc)
 	if err != nil {
 		eng.Close()
+		_ = s.closeModules()
 		_ = s.closeTransport()
 		return nil, fmt.Errorf("node %s: open store in %s: %w", cfg.NodeID, cfg.DataDir, err)
 	}
 	s.store = store
+	s.startModules()
 	s.metrics = newServerMetrics(store)
 	s.registry.MustRegister(em.Collectors()...)
 	s.registry.MustRegister(s.metrics.collectors()...)
@@ -197,6 +221,8 @@ func validate(cfg *Config) error {
 		return errors.New("config: Logger is required")
 	case cfg.MaxBodyBytes <= 0:
 		return fmt.Errorf("config: max body bytes %d must be positive", cfg.MaxBodyBytes)
+	case cfg.MaxModuleBytes <= 0 || cfg.MaxModuleBytes > raftstore.MaxModuleBytes:
+		return fmt.Errorf("config: max module bytes %d must be in 1..%d", cfg.MaxModuleBytes, raftstore.MaxModuleBytes)
 	}
 	return cfg.Identity.Validate()
 }
@@ -371,8 +397,13 @@ func (s *Server) Close() error {
 				errs = append(errs, fmt.Errorf("serve: %w", err))
 			}
 		}
+		// The installer reads the store: stop it first.
+		s.modules.stop()
 		if err := s.store.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("close store: %w", err))
+		}
+		if err := s.closeModules(); err != nil {
+			errs = append(errs, fmt.Errorf("close wasm sandbox: %w", err))
 		}
 		if err := s.closeTransport(); err != nil {
 			errs = append(errs, fmt.Errorf("close raft transport: %w", err))

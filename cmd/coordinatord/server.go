@@ -33,6 +33,8 @@ type serverFlags struct {
 	decisionCacheSize int
 	decisionLogSize   int
 	maxBodyBytes      int64
+	maxModuleBytes    int64
+	wasmCacheDir      string
 	clusterOpts       clusterFlags
 	leaseLimits       leaseLimitFlags
 }
@@ -96,6 +98,8 @@ same cluster, same env.`,
 	fl.IntVar(&f.decisionCacheSize, "decision-cache-size", server.DefaultConfig().DecisionCacheSize, "admission decisions to cache (0 disables the cache)")
 	fl.IntVar(&f.decisionLogSize, "decision-log-size", server.DefaultConfig().DecisionLogSize, "recent decisions kept for GET /v1/decisions")
 	fl.Int64Var(&f.maxBodyBytes, "max-body-bytes", server.DefaultConfig().MaxBodyBytes, "largest accepted request body")
+	fl.Int64Var(&f.maxModuleBytes, "max-module-bytes", server.DefaultConfig().MaxModuleBytes, "largest accepted Wasm module upload (give every node the same)")
+	fl.StringVar(&f.wasmCacheDir, "wasm-cache-dir", "", "Wasm compilation cache (default: DATA_DIR/wasm-cache)")
 	f.clusterOpts.addFlags(fl)
 	f.leaseLimits.addFlags(fl)
 	return cmd
@@ -136,6 +140,8 @@ func (f *serverFlags) serverConfig(logger *slog.Logger) (server.Config, error) {
 	cfg.DecisionCacheSize = f.decisionCacheSize
 	cfg.DecisionLogSize = f.decisionLogSize
 	cfg.MaxBodyBytes = f.maxBodyBytes
+	cfg.MaxModuleBytes = f.maxModuleBytes
+	cfg.WasmCacheDir = f.wasmCacheDir
 	if err := f.clusterOpts.apply(&cfg); err != nil {
 		return cfg, err
 	}
