@@ -70,6 +70,7 @@ api_actions := {
 	"module.invoke": {"admin", "client", "gate", "manager", "worker"},
 	"module.write": {"admin"},
 	"job.report": {"admin", "gate", "manager"},
+	"job.read": {"admin", "client", "gate", "manager", "worker"},
 }
 
 default allow := false

@@ -66,6 +66,7 @@ api_callers := {
 	"module.invoke": (peer_roles | {"admin"}),
 	"module.write": {"admin"},
 	"job.report": {"admin", "gate", "manager"},
+	"job.read": (peer_roles | {"admin"}),
 }
 
 every_action := {"connect", "raft", "gossip", "no.such.action"} | {a | some a, _ in api_callers}
@@ -176,6 +177,13 @@ test_workers_and_clients_may_read_leases_and_check_tokens_but_not_acquire if {
 		not admission.allow with input as request(role, "coordinator", "lease.acquire")
 		not admission.allow with input as request(role, "coordinator", "job.report")
 	}
+}
+
+test_every_job_role_may_read_reporter_results_but_a_coordinator_may_not if {
+	every role in peer_roles {
+		admission.allow with input as request(role, "coordinator", "job.read")
+	}
+	not admission.allow with input as request("coordinator", "coordinator", "job.read")
 }
 
 test_only_admin_may_force_a_lease_or_write_a_module if {

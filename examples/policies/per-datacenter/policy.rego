@@ -64,6 +64,7 @@ api_actions := {
 	"module.invoke": {"admin", "client", "gate", "manager", "worker"},
 	"module.write": {"admin"},
 	"job.report": {"admin", "gate", "manager"},
+	"job.read": {"admin", "client", "gate", "manager", "worker"},
 }
 
 # Edit to name your operations datacenters: admins elsewhere are refused.

@@ -47,7 +47,7 @@ crossing_pairs := {["gate", "gate"], ["manager", "manager"], ["coordinator", "co
 sample_actions := {
 	"connect", "raft", "gossip", "admission.check", "policy.write", "cluster.join",
 	"lease.acquire", "lease.check", "lease.force", "module.invoke",
-	"job.report", "no.such.action",
+	"job.report", "job.read", "no.such.action",
 }
 
 # --- within one datacenter: as the default policy -----------------------------
@@ -123,6 +123,8 @@ test_job_roles_may_call_a_coordinator_in_another_datacenter if {
 	admission.allow with input as request("worker", "dc2", "coordinator", "dc1", "lease.check")
 	admission.allow with input as request("gate", "dc2", "coordinator", "dc1", "lease.acquire")
 	admission.allow with input as request("client", "dc2", "coordinator", "dc1", "admission.check")
+	admission.allow with input as request("manager", "dc2", "coordinator", "dc1", "job.report")
+	admission.allow with input as request("worker", "dc2", "coordinator", "dc1", "job.read")
 }
 
 test_a_missing_datacenter_is_denied_and_named if {
