@@ -46,6 +46,7 @@ func (s *Server) routes() http.Handler {
 	handle("/v1/cluster/members/{id}", route{http.MethodDelete: s.leaderOnly(s.removeMember)})
 	s.leaseRoutes(handle)
 	s.moduleRoutes(handle)
+	s.jobRoutes(handle)
 	mux.Handle("/", s.serve(nil))
 	return mux
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/coordinatord/coordinatord/engine"
 	"github.com/coordinatord/coordinatord/policies"
 	"github.com/coordinatord/coordinatord/raftstore"
+	"github.com/coordinatord/coordinatord/reporters"
 	"github.com/coordinatord/coordinatord/wasm"
 )
 
@@ -88,6 +89,10 @@ type Config struct {
 	DecisionLogSize int
 	// DecisionCacheSize bounds the decision cache; 0 disables it.
 	DecisionCacheSize int
+	// Reporters tunes the reporter pipeline (queue, workers, sinks). An
+	// empty SinkDir means DataDir/sinks; Clock and Logger default to the
+	// node's.
+	Reporters reporters.Config
 }
 
 // DefaultConfig returns the configuration of a node that sets nothing but
@@ -102,6 +107,7 @@ func DefaultConfig() Config {
 		MaxModuleBytes:    DefaultMaxModuleBytes,
 		DecisionLogSize:   engine.DefaultDecisionLogSize,
 		DecisionCacheSize: 10000,
+		Reporters:         reporters.DefaultConfig(),
 	}
 }
 
@@ -121,6 +127,9 @@ type Server struct {
 	// the replicated module set (modules.go).
 	sandbox *wasm.Sandbox
 	modules *moduleInstaller
+	// reporters dispatches job results and lease events to reporter
+	// modules (jobs_dispatch.go).
+	reporters *reporterState
 
 	listener net.Listener
 	http     *http.Server
@@ -200,6 +209,9 @@ func New(cfg Config) (*Server, error) {
 	s.registry.MustRegister(em.Collectors()...)
 	s.registry.MustRegister(s.metrics.collectors()...)
 	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if err := s.openReporters(s.reporterBackends()); err != nil {
+		return nil, errors.Join(fmt.Errorf("node %s: reporters: %w", cfg.NodeID, err), s.Close())
+	}
 	return s, nil
 }
 
@@ -300,6 +312,7 @@ func (s *Server) Start() error {
 		s.seedDefaultPolicy(ctx)
 	}()
 	s.startRegistration()
+	s.startReporters()
 	s.log.Info("serving", "addr", ln.Addr().String(), "self", s.self.SPIFFEID, "bootstrap", s.cfg.Bootstrap)
 	return nil
 }
@@ -396,6 +409,9 @@ func (s *Server) Close() error {
 			if err := s.ServeErr(); err != nil {
 				errs = append(errs, fmt.Errorf("serve: %w", err))
 			}
+		}
+		if err := s.closeReporters(); err != nil {
+			errs = append(errs, fmt.Errorf("close reporters: %w", err))
 		}
 		// The installer reads the store: stop it first.
 		s.modules.stop()

@@ -72,6 +72,7 @@ Flags of server commands can also be given as environment variables
 		newPolicyCmd(),
 		newDecisionsCmd(),
 		newLeaseCmd(),
+		newJobCmd(),
 		newClusterCmd(),
 		newModuleCmd(),
 		newLoadTestCmd(),

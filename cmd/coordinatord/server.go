@@ -37,6 +37,7 @@ type serverFlags struct {
 	wasmCacheDir      string
 	clusterOpts       clusterFlags
 	leaseLimits       leaseLimitFlags
+	reporters         reporterFlags
 }
 
 func newServerCmd() *cobra.Command {
@@ -102,6 +103,7 @@ same cluster, same env.`,
 	fl.StringVar(&f.wasmCacheDir, "wasm-cache-dir", "", "Wasm compilation cache (default: DATA_DIR/wasm-cache)")
 	f.clusterOpts.addFlags(fl)
 	f.leaseLimits.addFlags(fl)
+	f.reporters.addFlags(fl)
 	return cmd
 }
 
@@ -146,6 +148,9 @@ func (f *serverFlags) serverConfig(logger *slog.Logger) (server.Config, error) {
 		return cfg, err
 	}
 	if err := f.leaseLimits.apply(&cfg); err != nil {
+		return cfg, err
+	}
+	if err := f.reporters.apply(&cfg); err != nil {
 		return cfg, err
 	}
 	return cfg, nil
