@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -113,6 +114,11 @@ func TestModuleUploadRefusesEachDefectWithAnErrorNamingItAndTheNodeKeepsWorking(
 		{"a reporter uploaded as a correlation module has no handler of that kind", "m", "kind=correlation", "", good, 400, "no_handler", "wasm"},
 		{"a module without its allocator is refused", "m", reporter, "", patched(t, good, "coordinatord_alloc", "coordinatord_allox"), 400, "no_alloc", "wasm"},
 		{"an import the host does not offer is refused", "m", reporter, "", patched(t, good, "coordinatord\x06output", "coordinatord\x06outpux"), 400, "unknown_import", "wasm"},
+		{"wrong_abi_version.wat is refused", "m", reporter, "", moduleFile(t, "wat/wrong_abi_version.wasm"), 400, "wrong_abi_version", "wasm"},
+		{"unknown_import.wat is refused", "m", reporter, "", moduleFile(t, "wat/unknown_import.wasm"), 400, "unknown_import", "wasm"},
+		{"bad_export_type.wat is refused", "m", reporter, "", moduleFile(t, "wat/bad_export_type.wasm"), 400, "bad_export_type", "wasm"},
+		{"start_export.wat is refused", "m", reporter, "", moduleFile(t, "wat/start_export.wasm"), 400, "start_function", "wasm"},
+		{"a module whose memory starts above its page limit is refused", "m", reporter + "&memory_pages=1", "", patched(t, good, "\x05\x03\x01\x00\x01", "\x05\x03\x01\x00\x02"), 400, "memory_over_limit", "memory_pages"},
 		{"a module over the size cap is refused with 413", "m", reporter, "", append(bytes.Clone(good), make([]byte, DefaultMaxModuleBytes)...), 413, "module_too_large", "wasm"},
 		{"an empty body is refused", "m", reporter, "", nil, 400, "empty_body", "wasm"},
 		{"a JSON body is refused by its content type", "m", reporter, "application/json", []byte(`{}`), 415, "unsupported_media_type", "Content-Type"},
@@ -170,16 +176,20 @@ func TestAModuleOverTheNodesConfiguredCapIsRefusedBeforeItIsRead(t *testing.T) {
 // misbehaving are the WAT modules that load but misbehave on purpose
 // (examples/modules/wat), with the failure each call must report.
 var misbehaving = []struct {
-	name, file, query string
-	kind              string
-	// within bounds the call's duration, when the limit is what stops it.
+	name, query string
+	kind        string
+	// within bounds the call's duration, when a limit is what stops it.
 	within time.Duration
+	// log is a line the module logs before it fails.
+	log string
 }{
-	{"unreachable", "wat/unreachable.wasm", "kind=reporter&sink=results=stdout", "trap", 0},
-	{"endless-loop", "wat/endless-loop.wasm", "kind=reporter&sink=results=stdout&call_timeout=50ms", "timeout", 50 * time.Millisecond},
-	{"memory-bomb", "wat/memory-bomb.wasm", "kind=reporter&sink=results=stdout&memory_pages=16", "trap", 0},
-	{"oversized-output", "wat/oversized-output.wasm", "kind=reporter&sink=results=stdout&max_output_bytes=1024", "output_too_large", 0},
-	{"invalid-json", "wat/invalid-json.wasm", "kind=reporter&sink=results=stdout", "bad_output", 0},
+	{"unreachable", "", "trap", 0, ""},
+	{"endless_loop", "&call_timeout=50ms", "timeout", 50 * time.Millisecond, ""},
+	{"memory_bomb", "&memory_pages=16", "trap", 0, "memory.grow refused at 16 pages"},
+	{"oversized_output", "", "output_too_large", 0, ""},
+	{"invalid_json", "", "bad_output", 0, ""},
+	{"guest_error", "", "guest_error", 0, ""},
+	{"alloc_zero", "", "alloc_failed", 0, ""},
 }
 
 func TestMisbehavingModulesReportTheirFailureAndTheNextCallSucceeds(t *testing.T) {
@@ -188,16 +198,17 @@ func TestMisbehavingModulesReportTheirFailureAndTheNextCallSucceeds(t *testing.T
 	installHealthy(t, n, admin)
 	for _, mb := range misbehaving {
 		t.Run(mb.name, func(t *testing.T) {
-			status, body := n.putModuleRaw(mb.name, mb.query, moduleFile(t, mb.file))
+			name := strings.ReplaceAll(mb.name, "_", "-")
+			status, body := n.putModuleRaw(name, "kind=reporter&sink=results=stdout"+mb.query, moduleFile(t, "wat/"+mb.name+".wasm"))
 			if status != http.StatusOK {
 				t.Fatalf("upload: %d %s", status, body)
 			}
-			event := `{"job_id":"job-` + mb.name + `","workflow":"w","datacenter":"dc-` + mb.name + `","source":"m","stats":{}}`
+			event := `{"kind":"job_result","job_id":"job-` + mb.name + `","workflow":"w","datacenter":"dc-` + mb.name + `","source":"m","stats":{}}`
 			// Twice: a failed instance is thrown away, and the next call
 			// gets a fresh one that fails the same way.
 			for range 2 {
 				start := time.Now()
-				res, err := admin.InvokeModule(ctx(t), mb.name, api.InvokeRequest{Event: json.RawMessage(event)})
+				res, err := admin.InvokeModule(ctx(t), name, api.InvokeRequest{Event: json.RawMessage(event)})
 				if err != nil {
 					t.Fatalf("invoke: %v (a misbehaving module is a 200 with its error)", err)
 				}
@@ -206,6 +217,9 @@ func TestMisbehavingModulesReportTheirFailureAndTheNextCallSucceeds(t *testing.T
 				}
 				if mb.kind == "trap" && len(res.Error.Stack) == 0 {
 					t.Errorf("a trap came back without the guest's stack: %+v", res.Error)
+				}
+				if mb.log != "" && !slices.ContainsFunc(res.Logs, func(l api.ModuleLogLine) bool { return strings.Contains(l.Text, mb.log) }) {
+					t.Errorf("the module's log lines %+v do not say %q", res.Logs, mb.log)
 				}
 				if mb.within > 0 {
 					if d := time.Duration(res.DurationNanos); d < mb.within || d > mb.within+time.Second {
@@ -219,7 +233,7 @@ func TestMisbehavingModulesReportTheirFailureAndTheNextCallSucceeds(t *testing.T
 			}
 			// The failure was reported with the event's datacenter and job.
 			logs := n.logs.String()
-			if !strings.Contains(logs, `"module":"`+mb.name+`"`) || !strings.Contains(logs, "dc-"+mb.name) || !strings.Contains(logs, "job-"+mb.name) {
+			if !strings.Contains(logs, `"module":"`+name+`"`) || !strings.Contains(logs, "dc-"+mb.name) || !strings.Contains(logs, "job-"+mb.name) {
 				t.Errorf("no failure record naming the module, its datacenter and job in the log")
 			}
 		})
