@@ -33,7 +33,7 @@ const (
 var devRoles = []engine.Role{engine.RoleAdmin, engine.RoleClient, engine.RoleGate, engine.RoleManager, engine.RoleWorker}
 
 func newDevCmd() *cobra.Command {
-	var dataDir, httpAddr string
+	var dataDir, httpAddr, sinkDir string
 	cmd := &cobra.Command{
 		Use:   "dev",
 		Short: "Run a single development node with every default embedded",
@@ -78,6 +78,7 @@ It prints the commands to try next.`,
 			cfg.ClientCAs = ca.Pool()
 			cfg.Bootstrap = true
 			cfg.Logger = logger
+			cfg.Reporters.SinkDir = sinkDir
 			// One voter over an in-memory transport: elections need not
 			// wait for a network, so the node leads within a few 100 ms.
 			cfg.Raft.HeartbeatTimeout = 200 * time.Millisecond
@@ -98,6 +99,7 @@ It prints the commands to try next.`,
 	f := cmd.Flags()
 	f.StringVar(&dataDir, "data-dir", "", "keep the node's data and certificates here (default: a temporary folder removed on exit)")
 	f.StringVar(&httpAddr, "http-addr", "127.0.0.1:8443", "address of the mTLS HTTP API")
+	f.StringVar(&sinkDir, "sink-dir", "", "directory that reporter modules' file sinks write under (default: DATA_DIR/node/sinks)")
 	return cmd
 }
 

@@ -35,6 +35,7 @@ type serverFlags struct {
 	maxBodyBytes      int64
 	maxModuleBytes    int64
 	wasmCacheDir      string
+	sinkDir           string
 	clusterOpts       clusterFlags
 	leaseLimits       leaseLimitFlags
 	reporters         reporterFlags
@@ -101,6 +102,7 @@ same cluster, same env.`,
 	fl.Int64Var(&f.maxBodyBytes, "max-body-bytes", server.DefaultConfig().MaxBodyBytes, "largest accepted request body")
 	fl.Int64Var(&f.maxModuleBytes, "max-module-bytes", server.DefaultConfig().MaxModuleBytes, "largest accepted Wasm module upload (give every node the same)")
 	fl.StringVar(&f.wasmCacheDir, "wasm-cache-dir", "", "Wasm compilation cache (default: DATA_DIR/wasm-cache)")
+	fl.StringVar(&f.sinkDir, "sink-dir", "", "directory that reporter modules' file sinks write under (default: DATA_DIR/sinks)")
 	f.clusterOpts.addFlags(fl)
 	f.leaseLimits.addFlags(fl)
 	f.reporters.addFlags(fl)
@@ -144,6 +146,7 @@ func (f *serverFlags) serverConfig(logger *slog.Logger) (server.Config, error) {
 	cfg.MaxBodyBytes = f.maxBodyBytes
 	cfg.MaxModuleBytes = f.maxModuleBytes
 	cfg.WasmCacheDir = f.wasmCacheDir
+	cfg.Reporters.SinkDir = f.sinkDir
 	if err := f.clusterOpts.apply(&cfg); err != nil {
 		return cfg, err
 	}
