@@ -100,6 +100,11 @@ func sandboxWith(t testing.TB, failures *failureLog, modules map[string][]byte, 
 func readModule(t testing.TB, path string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) && path == goReporter {
+		// The Go example is built with a Go toolchain targeting wasip1 and
+		// committed by examples/modules/build.sh; the WAT cases still run.
+		t.Skipf("%v: build the examples with examples/modules/build.sh", err)
+	}
 	if err != nil {
 		t.Fatalf("%v (build the examples with examples/modules/build.sh)", err)
 	}
