@@ -55,6 +55,9 @@ type Client struct {
 	bases []*url.URL
 	cur   atomic.Int64
 	http  *http.Client
+	// slowHTTP shares http's connections without its overall timeout, for
+	// calls whose context bounds them (module uploads, which compile).
+	slowHTTP *http.Client
 }
 
 // New checks cfg, loads its files and returns a client.
@@ -83,7 +86,7 @@ func New(cfg Config) (*Client, error) {
 		IdleConnTimeout:     90 * time.Second,
 		DialContext:         cfg.DialContext,
 	}
-	return &Client{base: bases[0], bases: bases, http: &http.Client{Transport: tr, Timeout: timeout}}, nil
+	return &Client{base: bases[0], bases: bases, http: &http.Client{Transport: tr, Timeout: timeout}, slowHTTP: &http.Client{Transport: tr}}, nil
 }
 
 // LoadTLS builds a TLS 1.3 client configuration from PEM files.
@@ -121,6 +124,8 @@ type request struct {
 	// noRetry makes a 503 an answer rather than a reason to try again
 	// (GET /v1/ready says "not ready" with it).
 	noRetry bool
+	// slow lifts Config.Timeout: only the context bounds the call.
+	slow bool
 }
 
 // do sends req and decodes a 2xx JSON answer into out, or returns the
@@ -150,7 +155,11 @@ func (c *Client) doOnce(ctx context.Context, base *url.URL, req request, out any
 		hr.Header.Set("Content-Type", req.contentType)
 	}
 	hr.Header.Set("Accept", "application/json")
-	resp, err := c.http.Do(hr)
+	hc := c.http
+	if req.slow {
+		hc = c.slowHTTP
+	}
+	resp, err := hc.Do(hr)
 	if err != nil {
 		return &connError{fmt.Errorf("%s %s: %w", req.method, req.path, err)}
 	}

@@ -65,8 +65,13 @@ func modulePath(name string, rest ...string) string {
 // validates and compiles it before anything is written; on the leader the
 // call returns once the module is installed there, and every other node
 // installs it shortly after (its "node" state in ListModules).
+//
+// Compiling a large module takes seconds, so Config.Timeout does not apply
+// to this call: ctx alone bounds it. A retried upload (after a connection
+// error or a 503) may store the module twice, as two versions of the same
+// bytes; pass IfVersion to prevent that.
 func (c *Client) PutModule(ctx context.Context, name string, wasm []byte, opts ModuleOptions) (*api.Module, error) {
-	req := request{method: http.MethodPut, path: modulePath(name), query: opts.query(), contentType: "application/wasm", body: wasm}
+	req := request{method: http.MethodPut, path: modulePath(name), query: opts.query(), contentType: "application/wasm", body: wasm, slow: true}
 	if opts.IfVersion != nil {
 		req.header = http.Header{"If-Match": {strconv.FormatUint(*opts.IfVersion, 10)}}
 	}

@@ -16,6 +16,11 @@ import (
 	"github.com/coordinatord/coordinatord/client"
 )
 
+// uploadTimeout is module upload's --timeout unless one is given: the node
+// validates and compiles the module before it answers, which takes seconds
+// for a large one.
+const uploadTimeout = 2 * time.Minute
+
 // exitModuleFailed is the exit status of module invoke when the call
 // worked but the module failed (trap, timeout, error): the answer is "no".
 const exitModuleFailed = 3
@@ -52,7 +57,8 @@ func newModuleUploadCmd() *cobra.Command {
 every node. The node checks the bytes (WebAssembly, the ABI marker, the
 handlers of its kind, only the imports the host offers, the size cap), the
 limits and the sinks, and compiles it, before anything is written; each
-defect is an error naming the field at fault.
+defect is an error naming the field at fault. Unless --timeout is given,
+the command waits up to 2 minutes: compiling a large module takes seconds.
 
 Sinks (reporters only) are name=type[:target]: name=stdout,
 name=file:PATH (relative to each node's --sink-dir) or
@@ -73,6 +79,12 @@ name=webhook:URL. A record the module emits names one of them.`,
 			if ifVersion >= 0 {
 				v := uint64(ifVersion)
 				opts.IfVersion = &v
+			}
+			if !cmd.Flags().Changed("timeout") {
+				if _, set := os.LookupEnv(envName("timeout")); !set {
+					// The node compiles the module before it answers.
+					clientFlags.timeout = uploadTimeout
+				}
 			}
 			return callAPI(cmd, func(ctx context.Context, c *client.Client) error {
 				m, err := c.PutModule(ctx, args[0], wasm, opts)
