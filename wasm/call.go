@@ -97,10 +97,22 @@ func (s *Sandbox) run(ctx context.Context, m *module, inst *instance, st *callSt
 	if !m.info.HasHandler(c.Handler) {
 		return inst, true, callErr(FailNoHandler, "the module does not export %q (it exports %v)", c.Handler, m.info.Handlers)
 	}
+	start := time.Now()
+	select {
+	case s.slots <- struct{}{}:
+		defer func() { <-s.slots }()
+	case <-ctx.Done():
+		kind := FailCanceled
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			kind = FailTimeout
+		}
+		return inst, true, callErr(kind, "the caller's context ended after %v waiting for a free call slot (%d calls run at a time)",
+			time.Since(start).Round(time.Microsecond), cap(s.slots))
+	}
 	cctx, cancel := context.WithTimeout(ctx, m.limits.CallTimeout)
 	defer cancel()
 	st.Context = cctx
-	start := time.Now()
+	start = time.Now()
 	if inst == nil {
 		var err error
 		if inst, err = m.instantiate(st); err != nil {

@@ -73,6 +73,13 @@ type Config struct {
 	// MaxIdle is how many idle instances a module keeps for the next
 	// calls. 0: 2*GOMAXPROCS.
 	MaxIdle int
+	// MaxConcurrentCalls bounds the calls that run Wasm at the same time;
+	// more wait (before their time limit starts) until one ends or their
+	// ctx is done. Guests are CPU-bound and Go cannot preempt a P running
+	// guest code as it would Go code, so running more calls than there
+	// are Ps only makes each slower and lets healthy calls run out of time
+	// behind busy ones. 0: GOMAXPROCS.
+	MaxConcurrentCalls int
 	// ErrorHook reports each failed call. It is called once per failure,
 	// on the calling goroutine, and may be called concurrently. If it
 	// returns an error or panics, a fallback line goes to Stderr. nil: one
@@ -96,6 +103,9 @@ type Sandbox struct {
 	hook func(ctx context.Context, f Failure) error
 
 	stderrMu sync.Mutex
+
+	// slots holds a token per call running Wasm (MaxConcurrentCalls).
+	slots chan struct{}
 
 	rtMu     sync.Mutex
 	runtimes map[uint32]*runtime
@@ -131,6 +141,9 @@ func New(ctx context.Context, cfg Config) (*Sandbox, error) {
 	if cfg.MaxModuleBytes <= 0 {
 		cfg.MaxModuleBytes = DefaultMaxModuleBytes
 	}
+	if cfg.MaxConcurrentCalls <= 0 {
+		cfg.MaxConcurrentCalls = goruntime.GOMAXPROCS(0)
+	}
 	if cfg.MaxIdle <= 0 {
 		cfg.MaxIdle = 2 * goruntime.GOMAXPROCS(0)
 	}
@@ -139,6 +152,7 @@ func New(ctx context.Context, cfg Config) (*Sandbox, error) {
 		log:      cfg.Logger,
 		now:      cfg.Clock,
 		metrics:  newMetrics(),
+		slots:    make(chan struct{}, cfg.MaxConcurrentCalls),
 		runtimes: make(map[uint32]*runtime),
 		modules:  make(map[string]*module),
 	}
