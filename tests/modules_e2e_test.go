@@ -163,3 +163,36 @@ func isAPIError(err error, status int) bool {
 	var ae *api.Error
 	return errors.As(err, &ae) && ae.Status == status
 }
+
+func TestANodeJoiningLateInstallsTheModulesFromTheSnapshot(t *testing.T) {
+	c := startCluster(t, 3)
+	leader := c.node(c.Leader())
+	m, err := leader.admin().PutModule(timeout(t, 20*time.Second), "late", readModule(t, "wat/reporter.wasm"),
+		client.ModuleOptions{Kind: api.ModuleKindReporter, Sinks: []string{"results=stdout"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Past the snapshot threshold (64) and the trailing logs (16): the
+	// module's entry is compacted away, and a joiner gets it (bytes
+	// included) only through the snapshot.
+	for k := range 100 {
+		if _, err := putAudit(timeout(t, 10*time.Second), leader.admin(), fmt.Sprintf("bulk-%d", k%10)); err != nil {
+			t.Fatalf("write %d: %v", k, err)
+		}
+	}
+	eventually(t, "the leader has compacted its log", func() error {
+		if !strings.Contains(leader.stderr.String(), "compacting logs") {
+			return errors.New("no compaction logged yet")
+		}
+		return nil
+	})
+	j := c.node(c.Join())
+	if !strings.Contains(j.stderr.String(), "state restored from snapshot") {
+		t.Fatalf("the joiner did not install a snapshot; its log:\n%s", tail(j.stderr.String(), 4000))
+	}
+	c.waitInstalledEverywhere(t, "late", m.Digest)
+	res, err := j.admin().InvokeModule(timeout(t, 10*time.Second), "late", api.InvokeRequest{Event: json.RawMessage(moduleJobResult)})
+	if err != nil || res.Node != j.id || res.Error != nil || len(res.Records) != 1 {
+		t.Fatalf("invoke on the joiner %s: %+v, %v", j.id, res, err)
+	}
+}
