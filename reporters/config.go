@@ -42,8 +42,10 @@ type Config struct {
 	HTTPClient *http.Client
 	// Stdout receives stdout sinks' lines. Nil means os.Stdout.
 	Stdout io.Writer
-	// ResultJobs bounds the jobs whose reporter results are kept; past it
-	// the least recently updated job's results are evicted (and counted).
+	// ResultJobs bounds the jobs whose reporter results are kept, once for
+	// job results and once for lease events (so that renewals never evict
+	// job results); past it the least recently updated job's results are
+	// evicted (and counted).
 	ResultJobs int
 	// ResultsPerJob bounds the (reporter, datacenter, event) results kept
 	// for one job; further ones are counted and not kept.

@@ -47,9 +47,11 @@ type Pipeline struct {
 	invoker  Invoker
 	registry Registry
 	sinks    *sinkSet
-	results  *Results
-	metrics  *metrics
-	since    time.Time
+	// results keeps job results' outcomes and lease events' apart, so
+	// that lease renewals of many jobs never evict job results' outcomes.
+	results map[string]*Results // by event kind
+	metrics *metrics
+	since   time.Time
 
 	// closeMu guards queue against a send after close: Submit holds it for
 	// reading, Close for writing.
@@ -86,9 +88,12 @@ func New(cfg Config, invoker Invoker, registry Registry) (*Pipeline, error) {
 	}
 	p.sinks = newSinkSet(&p.cfg)
 	p.metrics = newMetrics(func() float64 { return float64(len(p.queue)) }, cfg.QueueSize)
-	p.results = newResults(cfg.ResultJobs, cfg.ResultsPerJob,
-		func() { p.metrics.dropped.WithLabelValues(DropResultsEvicted).Inc() },
-		func() { p.metrics.dropped.WithLabelValues(DropResultsOverflow).Inc() })
+	p.results = make(map[string]*Results, 2)
+	for _, kind := range []string{KindJobResult, KindLeaseEvent} {
+		p.results[kind] = newResults(cfg.ResultJobs, cfg.ResultsPerJob,
+			func() { p.metrics.dropped.WithLabelValues(DropResultsEvicted).Inc() },
+			func() { p.metrics.dropped.WithLabelValues(DropResultsOverflow).Inc() })
+	}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	p.workers.Add(cfg.Workers)
 	for range cfg.Workers {
@@ -111,7 +116,12 @@ func (p *Pipeline) QueueLen() int { return len(p.queue) }
 func (p *Pipeline) QueueCap() int { return cap(p.queue) }
 
 // Results returns the recorded results of jobID (nil if none).
-func (p *Pipeline) Results(jobID string) []Result { return p.results.Job(jobID) }
+// They are sorted by reporter, datacenter and event kind.
+func (p *Pipeline) Results(jobID string) []Result {
+	out := append(p.results[KindJobResult].Job(jobID), p.results[KindLeaseEvent].Job(jobID)...)
+	sortResults(out)
+	return out
+}
 
 // targets are the installed reporters that export handler.
 func (p *Pipeline) targets(handler string) []Reporter {
@@ -227,7 +237,7 @@ func (p *Pipeline) enqueue(ev *event) error {
 	p.metrics.submitted.WithLabelValues(ev.kind).Inc()
 	now := p.cfg.Clock()
 	for _, r := range ev.targets {
-		p.results.update(ev.jobID, resultKey{r.Name, ev.datacenter, ev.kind}, func(res *Result) {
+		p.results[ev.kind].update(ev.jobID, resultKey{r.Name, ev.datacenter, ev.kind}, func(res *Result) {
 			// A worker may already have finished this event: only a newer
 			// event makes a result pending again.
 			if ev.seq > res.seq {
@@ -294,7 +304,7 @@ func (p *Pipeline) call(ev *event, r Reporter) {
 	p.metrics.calls.WithLabelValues(r.Name, label).Inc()
 	p.metrics.callTime.WithLabelValues(r.Name).Observe(out.Elapsed.Seconds())
 	at := p.cfg.Clock()
-	p.results.update(ev.jobID, resultKey{r.Name, ev.datacenter, ev.kind}, func(res *Result) {
+	p.results[ev.kind].update(ev.jobID, resultKey{r.Name, ev.datacenter, ev.kind}, func(res *Result) {
 		res.Calls++
 		if errKind != "" {
 			res.Failures++
@@ -342,7 +352,7 @@ func (p *Pipeline) write(ev *event, r Reporter, recs []Record) (written int, fir
 func (p *Pipeline) recordShutdown(ev *event) {
 	at := p.cfg.Clock()
 	for _, r := range ev.targets {
-		p.results.update(ev.jobID, resultKey{r.Name, ev.datacenter, ev.kind}, func(res *Result) {
+		p.results[ev.kind].update(ev.jobID, resultKey{r.Name, ev.datacenter, ev.kind}, func(res *Result) {
 			if ev.seq < res.seq {
 				return
 			}

@@ -69,6 +69,8 @@ type jobResults struct {
 
 // Results keeps reporter results per job in memory, bounded by job count:
 // the least recently updated job goes first. It is safe for concurrent use.
+// A Pipeline keeps one for job results' outcomes and one for lease
+// events', each bounded by Config.ResultJobs.
 type Results struct {
 	maxJobs, perJob int
 	onEvict         func() // counts an evicted job
@@ -127,8 +129,14 @@ func (r *Results) Job(jobID string) []Result {
 		}
 	}
 	r.mu.Unlock()
-	sort.Slice(out, func(i, j int) bool {
-		a, b := out[i], out[j]
+	sortResults(out)
+	return out
+}
+
+// sortResults orders results by reporter, datacenter and event kind.
+func sortResults(rs []Result) {
+	sort.Slice(rs, func(i, j int) bool {
+		a, b := rs[i], rs[j]
 		if a.Reporter != b.Reporter {
 			return a.Reporter < b.Reporter
 		}
@@ -137,7 +145,6 @@ func (r *Results) Job(jobID string) []Result {
 		}
 		return a.Event < b.Event
 	})
-	return out
 }
 
 // Len is the number of jobs with results.

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/coordinatord/coordinatord/wasm"
 )
@@ -83,7 +84,12 @@ func sandboxWith(t testing.TB, failures *failureLog, modules map[string][]byte, 
 	t.Cleanup(func() { _ = sb.Close(context.Background()) })
 	var list []Reporter
 	for name, b := range modules {
-		info, err := sb.Install(context.Background(), name, wasm.KindReporter, wasm.DefaultLimits(), b)
+		// A fresh Go instance starts its runtime on its first call, which
+		// under -race on a busy machine can take longer than the default
+		// 100 ms: these tests are about the pipeline, not the time limit.
+		limits := wasm.DefaultLimits()
+		limits.CallTimeout = 5 * time.Second
+		info, err := sb.Install(context.Background(), name, wasm.KindReporter, limits, b)
 		if err != nil {
 			t.Fatalf("install %s: %v", name, err)
 		}
