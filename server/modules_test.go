@@ -15,6 +15,7 @@ import (
 	"github.com/coordinatord/coordinatord/api"
 	"github.com/coordinatord/coordinatord/client"
 	"github.com/coordinatord/coordinatord/engine"
+	"github.com/coordinatord/coordinatord/raftstore"
 )
 
 // moduleFile reads a module from examples/modules.
@@ -376,5 +377,38 @@ func wantAPIError(t *testing.T, err error, status int, code, field string) {
 	var ae *api.Error
 	if !errors.As(err, &ae) || ae.Status != status || ae.Code != code || ae.Field != field {
 		t.Fatalf("got %v, want %d %s naming %q", err, status, code, field)
+	}
+}
+
+func TestAVersionThatFailsToInstallIsReportedAndTheNodeKeepsThePreviousOne(t *testing.T) {
+	n := startNode(t)
+	admin := n.client(engine.RoleAdmin)
+	installHealthy(t, n, admin)
+	// A record the API would never write (its limits do not validate),
+	// committed directly: every node refuses to install it.
+	bad := raftstore.Module{Name: healthyModule, UpdatedAt: time.Now(), UpdatedBy: "test",
+		Manifest: json.RawMessage(`{"kind":"reporter","limits":{"memory_pages":0,"call_timeout":"100ms","max_output_bytes":1,"log_lines_per_second":1}}`)}
+	stored, err := n.srv.Store().PutModule(ctx(t), bad, moduleFile(t, "wat/reporter.wasm"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.srv.modules.waitFor(ctx(t), stored.Revision); err != nil {
+		t.Fatal(err)
+	}
+	m, err := admin.GetModule(ctx(t), healthyModule, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := m.Node; m.Version != 2 || st.State != api.ModuleFailed || st.Version != 1 || !strings.Contains(st.Error, "memory_pages") || st.ErrorCode == "" {
+		t.Fatalf("node state of a version that failed to install: %+v (module version %d)", st, m.Version)
+	}
+	if logs := n.logs.String(); !strings.Contains(logs, `"level":"ERROR","msg":"module not installed on this node`) {
+		t.Fatal("the failed install was not logged at error level")
+	}
+	// The node still runs version 1.
+	checkHealthy(t, n, admin)
+	res, err := admin.InvokeModule(ctx(t), healthyModule, api.InvokeRequest{Event: json.RawMessage(sampleJobResult)})
+	if err != nil || res.Version != 1 {
+		t.Fatalf("invoke after the failed install: %+v, %v; want version 1 answering", res, err)
 	}
 }
