@@ -186,7 +186,9 @@ type Sink interface {
 // that name it: one writer per file, one client per webhook URL.
 type sinkSet struct {
 	cfg *Config
-	mu  sync.Mutex
+	// mu guards open and closed; every record reads them, so lookups
+	// share it.
+	mu sync.RWMutex
 	// open maps "type:target" (with a webhook's timeout and retries) to
 	// its sink.
 	open   map[string]Sink
@@ -207,6 +209,16 @@ func sinkKey(s SinkSpec) string {
 // get returns the sink of spec, opening it on first use.
 func (ss *sinkSet) get(spec SinkSpec) (Sink, error) {
 	key := sinkKey(spec)
+	ss.mu.RLock()
+	s, ok := ss.open[key]
+	closed := ss.closed
+	ss.mu.RUnlock()
+	switch {
+	case closed:
+		return nil, ErrClosed
+	case ok:
+		return s, nil
+	}
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	if ss.closed {
