@@ -279,7 +279,7 @@ any sink. Exits 3 when the module failed (trap, timeout, error, bad output).`,
 func printInvoke(w io.Writer, r *api.InvokeResponse) error {
 	fmt.Fprintf(w, "module %s version %d (%s) on node %s, handler %s: %s\n", r.Module, r.Version, shortDigest(r.Digest), r.Node, r.Handler, r.Duration)
 	for _, l := range r.Logs {
-		fmt.Fprintf(w, "  log %s %s: %s\n", l.Stream, l.Level, l.Text)
+		fmt.Fprintf(w, "  log %s (%s): %s\n", l.Level, l.Stream, l.Text)
 	}
 	switch {
 	case len(r.Output) > 0:
