@@ -45,16 +45,59 @@ build_wat() {
 	done
 }
 
+# sources DIR... prints one `sha256sum` line per source file (.go but not
+# _test.go, .c, .h) under the given directories (relative to the repository
+# root), sorted. Written next to each .wasm as sources.sha256, it lets
+# examples/modules' tests fail when a source changed without a rebuild
+# (`cd "$root" && sha256sum -c examples/modules/go-reporter/sources.sha256`
+# checks it by hand).
+sources() {
+	(cd "$root" && find "$@" -type f \( -name '*.go' ! -name '*_test.go' -o -name '*.c' -o -name '*.h' \) |
+		LC_ALL=C sort | xargs sha256sum)
+}
+
+# size FILE prints a built module's path and size.
+size() {
+	printf 'built %-50s %9d bytes\n' "${1#"$root"/}" "$(wc -c <"$1")"
+}
+
 # --- Go ----------------------------------------------------------------------
-# go-reporter, go-correlation: built with the Go guest SDK (wasm/guest).
+# go-reporter, go-correlation: built with the Go guest SDK (wasm/guest) as
+# WASI reactors (-buildmode=c-shared: _initialize, no _start). -trimpath and
+# -buildvcs=false keep the output independent of the checkout (paths, the
+# commit), so the same sources and Go version give the same bytes. Symbols
+# are kept (no -s): the name section is what makes trap reports show guest
+# function names.
 build_go() {
-	:
+	need go "https://go.dev/dl"
+	local m
+	for m in go-reporter go-correlation; do
+		(cd "$root" && GOOS=wasip1 GOARCH=wasm CGO_ENABLED=0 GOFLAGS=-mod=readonly \
+			go build -buildmode=c-shared -trimpath -buildvcs=false \
+			-o "examples/modules/$m/$m.wasm" "./examples/modules/$m")
+		sources "examples/modules/$m" wasm/guest >"$here/$m/sources.sha256"
+		size "$here/$m/$m.wasm"
+	done
+	echo "($(go version | cut -d' ' -f3))"
 }
 
 # --- C -----------------------------------------------------------------------
-# c-reporter: clang --target=wasm32.
+# c-reporter: clang --target=wasm32, no libc (-nostdlib), a library with no
+# entry point (--no-entry). The source's functions carry the ABI names and
+# --export exports them, so a renamed function fails the link instead of
+# silently dropping an export.
+# --strip-debug drops DWARF but keeps the name section.
 build_c() {
-	:
+	need clang "apt-get install -y clang lld"
+	need wasm-ld "apt-get install -y lld"
+	local m=c-reporter
+	clang --target=wasm32 -O2 -nostdlib -Wall -Wextra -Werror \
+		-Wl,--no-entry -Wl,--strip-debug \
+		-Wl,--export=coordinatord_abi_v1 -Wl,--export=coordinatord_alloc \
+		-Wl,--export=coordinatord_on_job_result -Wl,--export=coordinatord_on_lease_event \
+		-o "$here/$m/$m.wasm" "$here/$m/reporter.c"
+	sources "examples/modules/$m" >"$here/$m/sources.sha256"
+	size "$here/$m/$m.wasm"
 }
 
 wants wat && build_wat

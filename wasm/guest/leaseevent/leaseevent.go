@@ -1,0 +1,29 @@
+// Package leaseevent exports the handler coordinatord_on_lease_event (wasm/ABI.md) from a Go
+// guest module: importing it and calling Handle is all a module needs to
+// receive lease events.
+//
+//	func init() {
+//		leaseevent.Handle(func(ev guest.LeaseEvent) (guest.ReporterOutput, error) {
+//			...
+//		})
+//	}
+//
+// A module that does not import this package does not export the handler,
+// and the host never calls it for these events.
+package leaseevent
+
+import "github.com/coordinatord/coordinatord/wasm/guest"
+
+var handler func(guest.LeaseEvent) (guest.ReporterOutput, error)
+
+// Handle registers h as the module's handler of lease events. Call it from an init
+// function (a module built with -buildmode=c-shared never runs main). A
+// later call replaces the handler.
+//
+// The event is decoded into a guest.LeaseEvent, the result h returns is encoded as
+// JSON and passed to the host's output; an error is passed to the host's fail
+// and the call returns non-zero, so the host logs it and replaces the
+// instance. A panic in h is recovered and reported the same way.
+func Handle(h func(guest.LeaseEvent) (guest.ReporterOutput, error)) {
+	handler = h
+}
