@@ -245,7 +245,7 @@ func (c Config) Validate() error {
 		return bad("SecretKey: %w", err)
 	}
 	for i, a := range c.Join {
-		if err := checkJoinAddr(a); err != nil {
+		if err := ValidateJoinAddr(a); err != nil {
 			return bad("Join[%d] %q: %v", i, a, err)
 		}
 	}
@@ -302,9 +302,10 @@ func (t Timing) validate() error {
 	return nil
 }
 
-// checkJoinAddr accepts host:port and a bare host (memberlist then uses
-// our own port); memberlist resolves host names itself.
-func checkJoinAddr(a string) error {
+// ValidateJoinAddr checks one address to join: host:port, or a bare host
+// (memberlist then uses our own port). Host names are resolved when
+// joining.
+func ValidateJoinAddr(a string) error {
 	if a == "" {
 		return fmt.Errorf("empty address")
 	}

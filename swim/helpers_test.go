@@ -8,12 +8,13 @@ import (
 	"time"
 )
 
-// testTiming is fast enough for tests on loopback: probes every 100ms,
-// suspicions of 300-600ms.
+// testTiming is fast enough for tests on loopback, and slow enough for a
+// loaded machine running the race detector: probes every 200ms (with a
+// 100ms timeout), suspicions of 0.6-1.2s.
 func testTiming() Timing {
 	t := DefaultLANConfig().Timing
-	t.ProbeInterval = 100 * time.Millisecond
-	t.ProbeTimeout = 50 * time.Millisecond
+	t.ProbeInterval = 200 * time.Millisecond
+	t.ProbeTimeout = 100 * time.Millisecond
 	t.IndirectChecks = 2
 	t.SuspicionMult = 3
 	t.SuspicionMaxTimeoutMult = 2

@@ -76,6 +76,8 @@ Flags of server commands can also be given as environment variables
 		newClusterCmd(),
 		newModuleCmd(),
 		newLoadTestCmd(),
+		newAgentCmd(),
+		newKeygenCmd(),
 	)
 	return root
 }
