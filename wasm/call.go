@@ -72,7 +72,7 @@ func (s *Sandbox) Call(ctx context.Context, name string, c Call) Result {
 
 	res := Result{Digest: m.info.Digest}
 	st := &callState{m: m}
-	inst, keep, cerr := s.run(ctx, m, inst, st, c)
+	inst, keep, cerr := s.run(ctx, m, inst, st, c, start)
 	m.end(inst, keep)
 	res.Logs, res.LogsDropped = st.logs, st.dropped
 	res.Duration = time.Since(start)
@@ -90,29 +90,33 @@ func (s *Sandbox) Call(ctx context.Context, name string, c Call) Result {
 
 // run does the call on inst (nil: a fresh instance) and returns the
 // instance used (nil if none), whether it may serve again, and the failure.
-func (s *Sandbox) run(ctx context.Context, m *module, inst *instance, st *callState, c Call) (*instance, bool, *CallError) {
+func (s *Sandbox) run(ctx context.Context, m *module, inst *instance, st *callState, c Call, start time.Time) (*instance, bool, *CallError) {
 	callErr := func(kind, format string, args ...any) *CallError {
 		return &CallError{Kind: kind, Module: m.name, Digest: m.info.Digest, Handler: c.Handler, Message: fmt.Sprintf(format, args...)}
 	}
 	if !m.info.HasHandler(c.Handler) {
 		return inst, true, callErr(FailNoHandler, "the module does not export %q (it exports %v)", c.Handler, m.info.Handlers)
 	}
-	start := time.Now()
+	// A call slot; the time limit starts when the call has one.
 	select {
 	case s.slots <- struct{}{}:
-		defer func() { <-s.slots }()
-	case <-ctx.Done():
-		kind := FailCanceled
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			kind = FailTimeout
+	default:
+		select {
+		case s.slots <- struct{}{}:
+		case <-ctx.Done():
+			kind := FailCanceled
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				kind = FailTimeout
+			}
+			return inst, true, callErr(kind, "the caller's context ended after %v waiting for a free call slot (%d calls run at a time)",
+				time.Since(start).Round(time.Microsecond), cap(s.slots))
 		}
-		return inst, true, callErr(kind, "the caller's context ended after %v waiting for a free call slot (%d calls run at a time)",
-			time.Since(start).Round(time.Microsecond), cap(s.slots))
+		start = time.Now()
 	}
-	cctx, cancel := context.WithTimeout(ctx, m.limits.CallTimeout)
+	defer func() { <-s.slots }()
+	cctx, cancel := context.WithDeadline(ctx, start.Add(m.limits.CallTimeout))
 	defer cancel()
 	st.Context = cctx
-	start = time.Now()
 	if inst == nil {
 		var err error
 		if inst, err = m.instantiate(st); err != nil {
@@ -155,7 +159,7 @@ func (s *Sandbox) run(ctx context.Context, m *module, inst *instance, st *callSt
 		}
 		return inst, false, callErr(FailGuestError, "returned %d without calling fail", rc)
 	}
-	if st.outputCalled && !json.Valid(st.output) {
+	if st.outputCalled && !validJSON(st.output) {
 		jerr := json.Unmarshal(st.output, new(json.RawMessage))
 		out := st.output
 		st.output = nil

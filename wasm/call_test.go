@@ -479,3 +479,11 @@ func TestEventsMarshalAsTheABIShowsThem(t *testing.T) {
 		t.Fatalf("correlation call names %v %v", held.Datacenters, held.JobIDs)
 	}
 }
+
+func TestWASIIsASandbox(t *testing.T) {
+	s, _ := newSandbox(t, Config{})
+	install(t, s, "probe", KindReporter, relaxed(), testModule(t, "wasi_probe"))
+	if res := s.Call(context.Background(), "probe", jobResult(t, "dc1", "job-1")); res.Err != nil {
+		t.Fatalf("the WASI probe found a hole (see testdata/wasi_probe.wat): %v", res.Err)
+	}
+}
