@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/coordinatord/coordinatord/api"
@@ -187,6 +188,11 @@ func (s *Server) getJobReporters(w http.ResponseWriter, r *http.Request, caller 
 	// linearizable, and ?stale=true reads a follower's (empty) results.
 	if err := checkQuery(r, "stale"); err != nil {
 		return err
+	}
+	if v := r.URL.Query().Get("stale"); v != "" {
+		if _, err := strconv.ParseBool(v); err != nil {
+			return errorf(http.StatusBadRequest, "invalid_query", "stale", "stale must be true or false, got %q", v)
+		}
 	}
 	out := api.JobReporters{JobID: jobID, Node: s.cfg.NodeID, Results: []api.ReporterResult{}}
 	if s.reporters != nil {

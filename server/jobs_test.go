@@ -249,11 +249,13 @@ func TestBadJobResultsGetAClearError(t *testing.T) {
 		{"an unknown query parameter is named", engine.RoleManager, "/v1/jobs/j/results?force=1", "application/json", `{}`, 400, "unknown_query_parameter", "force"},
 		{"GET is not allowed on results", engine.RoleManager, "/v1/jobs/j/results", "", ``, 405, "method_not_allowed", "method"},
 		{"a coordinator may not read reporter results", engine.RoleCoordinator, "/v1/jobs/j/reporters", "", ``, 403, "forbidden", ""},
+		{"a stale value that is not a boolean is named", engine.RoleWorker, "/v1/jobs/j/reporters?stale=maybe", "", ``, 400, "invalid_query", "stale"},
+		{"an unknown query parameter on reporters is named", engine.RoleWorker, "/v1/jobs/j/reporters?dc=dc1", "", ``, 400, "unknown_query_parameter", "dc"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			method := http.MethodPost
-			if strings.HasSuffix(c.path, "/reporters") || c.code == "method_not_allowed" {
+			if strings.Contains(c.path, "/reporters") || c.code == "method_not_allowed" {
 				method = http.MethodGet
 			}
 			status, body := n.raw(c.role, method, c.path, c.contentType, []byte(c.body))
