@@ -194,6 +194,11 @@ func (s *Sandbox) runtimeFor(ctx context.Context, pages uint32) (*runtime, error
 	if rt, ok := s.runtimes[pages]; ok {
 		return rt, nil
 	}
+	// Close sets closed before it takes rtMu to close the runtimes: a
+	// runtime made here after that would never be closed.
+	if s.isClosed() {
+		return nil, ErrClosed
+	}
 	r := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfig().
 		WithCloseOnContextDone(true).
 		WithMemoryLimitPages(pages).

@@ -325,6 +325,7 @@ func checkABI(kind Kind, cm wazero.CompiledModule, raw []rawImport, host hostFun
 		}
 	}
 	slices.Sort(imports)
+	imports = slices.Compact(imports) // Go imports fd_write twice
 
 	sum := sha256.Sum256(b)
 	return Info{

@@ -40,7 +40,8 @@ build_wat() {
 	for dir in "$here/wat" "$root/wasm/testdata"; do
 		for f in "$dir"/*.wat; do
 			wat2wasm --debug-names "$f" -o "${f%.wat}.wasm"
-			echo "built ${f#"$root"/} -> ${f%.wat}.wasm" | sed "s|$root/||"
+			rel="${f#"$root"/}"
+			echo "built ${rel%.wat}.wasm"
 		done
 	done
 }
