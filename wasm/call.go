@@ -121,7 +121,7 @@ func (s *Sandbox) run(ctx context.Context, m *module, inst *instance, st *callSt
 		var err error
 		if inst, err = m.instantiate(st); err != nil {
 			st.flush()
-			return nil, false, s.classify(ctx, m, c, err, time.Since(start))
+			return nil, false, s.classify(ctx, m, st, c, err, time.Since(start))
 		}
 	}
 	inst.cur = st
@@ -132,7 +132,7 @@ func (s *Sandbox) run(ctx context.Context, m *module, inst *instance, st *callSt
 	inst.stack[0] = api.EncodeU32(n)
 	if err := inst.alloc.CallWithStack(st, inst.stack[:]); err != nil {
 		st.flush()
-		return inst, false, s.classify(ctx, m, c, err, time.Since(start))
+		return inst, false, s.classify(ctx, m, st, c, err, time.Since(start))
 	}
 	p := api.DecodeU32(inst.stack[0])
 	if p == 0 && n > 0 {
@@ -150,7 +150,7 @@ func (s *Sandbox) run(ctx context.Context, m *module, inst *instance, st *callSt
 	st.flush()
 	if err != nil {
 		st.output = nil
-		return inst, false, s.classify(ctx, m, c, err, time.Since(start))
+		return inst, false, s.classify(ctx, m, st, c, err, time.Since(start))
 	}
 	if rc := int32(api.DecodeU32(inst.stack[0])); rc != 0 {
 		st.output = nil
@@ -169,7 +169,7 @@ func (s *Sandbox) run(ctx context.Context, m *module, inst *instance, st *callSt
 }
 
 // classify turns an error from wazero into a CallError.
-func (s *Sandbox) classify(ctx context.Context, m *module, c Call, err error, elapsed time.Duration) *CallError {
+func (s *Sandbox) classify(ctx context.Context, m *module, st *callState, c Call, err error, elapsed time.Duration) *CallError {
 	ce := &CallError{Kind: FailTrap, Module: m.name, Digest: m.info.Digest, Handler: c.Handler}
 	var exit *sys.ExitError
 	var ht *hostTrap
@@ -188,6 +188,9 @@ func (s *Sandbox) classify(ctx context.Context, m *module, c Call, err error, el
 			ce.Message = fmt.Sprintf("cancelled by the caller after %v", elapsed.Round(time.Microsecond))
 		default:
 			ce.Message = fmt.Sprintf("the module exited with proc_exit(%d)", exit.ExitCode())
+			if len(st.stderrHead) > 0 {
+				ce.Message += "; stderr: " + strings.Join(st.stderrHead, " | ")
+			}
 		}
 		return ce
 	case errors.As(err, &ht):

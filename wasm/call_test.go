@@ -112,8 +112,9 @@ func TestMisbehavingModules(t *testing.T) {
 			kind: FailTrap, message: "output called a second time"},
 		{name: "an output range outside memory traps", wasm: td("bad_pointer"),
 			kind: FailTrap, message: "output: [65530, 65630) is outside memory"},
-		{name: "proc_exit ends the call as a trap", wasm: td("proc_exit"),
-			kind: FailTrap, message: "proc_exit(3)"},
+		{name: "proc_exit ends the call as a trap that quotes stderr", wasm: td("proc_exit"),
+			kind: FailTrap, message: "proc_exit(3); stderr: panic: boom | goroutine 1 [running]:",
+			logs: []string{"panic: boom", "goroutine 1 [running]:"}},
 		{name: "an _initialize that never returns is stopped at the call timeout", wasm: td("init_loop"), limits: short,
 			kind: FailTimeout, message: "call_timeout of 50ms"},
 	}

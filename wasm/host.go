@@ -47,7 +47,16 @@ type callState struct {
 	dropped      int
 	// partial holds the unterminated end of stdout (0) and stderr (1).
 	partial [2][]byte
+	// stderrHead is the first lines written to stderr, rate limit or not:
+	// a guest runtime's last words before proc_exit (Go's "panic: ...").
+	stderrHead []string
 }
+
+// stderrHeadLines and stderrHeadBytes bound callState.stderrHead.
+const (
+	stderrHeadLines = 3
+	stderrHeadBytes = 256
+)
 
 type callKey struct{}
 
@@ -174,6 +183,9 @@ func validUTF8(b []byte) string {
 // writes it to the sandbox log attributed to the module.
 func (st *callState) line(level slog.Level, stream string, text []byte) {
 	m := st.m
+	if stream == "stderr" && len(st.stderrHead) < stderrHeadLines && len(bytes.TrimSpace(text)) > 0 {
+		st.stderrHead = append(st.stderrHead, validUTF8(head(text, stderrHeadBytes)))
+	}
 	if !m.logRate.allow() {
 		st.dropped++
 		m.metrics.dropped.Inc()
@@ -189,7 +201,7 @@ func (st *callState) line(level slog.Level, stream string, text []byte) {
 }
 
 // write takes bytes the guest wrote to stdout (1) or stderr (2) and logs
-// each complete line.
+// each complete line that is not empty.
 func (st *callState) write(fd int, p []byte) {
 	stream, level := "stdout", slog.LevelInfo
 	if fd == 2 {
@@ -201,7 +213,9 @@ func (st *callState) write(fd int, p []byte) {
 		if i < 0 {
 			break
 		}
-		st.line(level, stream, bytes.TrimSuffix(buf[:i], []byte("\r")))
+		if l := bytes.TrimSuffix(buf[:i], []byte("\r")); len(l) > 0 {
+			st.line(level, stream, l)
+		}
 		buf = buf[i+1:]
 	}
 	for len(buf) > maxLineBytes {
