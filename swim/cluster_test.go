@@ -346,3 +346,31 @@ func TestALossyPoolStillConverges(t *testing.T) {
 		return true
 	})
 }
+
+func TestAForgottenMemberLeavesTheViewWithoutAnEvent(t *testing.T) {
+	t.Parallel()
+	c := newTestCluster(t)
+	quick := func(cfg Config) Config { cfg.Timing.GossipToTheDeadTime = 300 * time.Millisecond; return cfg }
+	a := c.startConfig(quick(c.config("a", "dc-a", RoleCoordinator)))
+	b := c.startConfig(quick(c.config("b", "dc-a", RoleAgent)))
+	x := c.startConfig(quick(c.config("x", "dc-b", RoleAgent)))
+	for _, r := range []*recorder{b, x} {
+		if _, err := r.Join([]string{a.addr()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	base := baseline(t, []*recorder{a}, "x")
+	if err := x.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "a forgets x", func() bool { return a.state("x") == "" })
+	evs := a.eventsAbout("x", base[a])
+	if len(evs) == 0 || evs[len(evs)-1].State != StateDead {
+		t.Errorf("events about x: %+v, want the last one dead (forgetting it emits none)", evs)
+	}
+	for s, want := range map[string]float64{"alive": 2, "suspect": 0, "dead": 0, "left": 0} {
+		if got := gather(t, a.Collectors(), "coordinatord_swim_members", map[string]string{"state": s}); got != want {
+			t.Errorf("members gauge %s = %v, want %v", s, got, want)
+		}
+	}
+}

@@ -27,9 +27,10 @@
 // breaks this breaks loudly in the tests). It compares the table with the
 // previous reading and emits one Event per change:
 //
-//   - from each EventDelegate callback, which memberlist calls while it
-//     holds the table's write lock, so that joins, deaths and leaves are
-//     reported at once and in memberlist's own order;
+//   - from each EventDelegate callback, for the member it concerns:
+//     memberlist calls them while it holds the table's write lock, so
+//     joins, deaths and leaves are reported at once and in memberlist's
+//     own order;
 //   - every Config.PollInterval, and on each Members call, to catch
 //     suspicions (and anything else that changed without a callback).
 //

@@ -36,8 +36,9 @@ type Memberlist struct {
 	// memberlist.
 	mu      sync.Mutex
 	view    map[string]viewEntry
-	gen     uint64       // readings of the table, to spot forgotten members
-	scratch []tableEntry // reused between readings
+	counts  map[State]int // members in the view by state
+	gen     uint64        // readings of the whole table, to spot forgotten members
+	scratch []tableEntry  // reused between readings
 	seq     uint64
 	closed  bool // the channels are closed
 	events  chan Event
@@ -78,6 +79,7 @@ func New(cfg Config) (*Memberlist, error) {
 		clock:   clock,
 		metrics: newMetrics(),
 		view:    map[string]viewEntry{},
+		counts:  map[State]int{},
 		events:  make(chan Event, cfg.EventBuffer),
 		rtts:    make(chan RTTSample, cfg.RTTBuffer),
 		stop:    make(chan struct{}),
@@ -162,10 +164,27 @@ func (m *Memberlist) Join(addrs []string) (int, error) {
 	}
 	n, err := m.ml.Join(addrs)
 	if err != nil {
+		// memberlist returns a go-multierror, whose text spans lines.
+		if me, ok := err.(interface{ WrappedErrors() []error }); ok {
+			err = joinError(me.WrappedErrors())
+		}
 		return n, fmt.Errorf("swim: join %s: %w", strings.Join(addrs, ","), err)
 	}
 	return n, nil
 }
+
+// joinError is memberlist's per-address join errors on one line.
+type joinError []error
+
+func (e joinError) Error() string {
+	msgs := make([]string, len(e))
+	for i, err := range e {
+		msgs[i] = err.Error()
+	}
+	return strings.Join(msgs, "; ")
+}
+
+func (e joinError) Unwrap() []error { return e }
 
 // joinLoop joins addrs, retrying every RetryJoinInterval until one
 // answers or the member shuts down.

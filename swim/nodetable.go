@@ -19,6 +19,7 @@ import (
 //
 //	nodeLock sync.RWMutex
 //	nodes    []*nodeState
+//	nodeMap  map[string]*nodeState
 //
 // and nodeState is {Node; Incarnation uint32; State NodeStateType; ...}.
 // memberlist writes nodes and each nodeState only with nodeLock held for
@@ -27,6 +28,7 @@ import (
 type nodeTable struct {
 	mu       *sync.RWMutex // memberlist's nodeLock
 	nodes    reflect.Value // memberlist's nodes field (addressable)
+	nodeMap  reflect.Value // memberlist's nodeMap field, by name
 	nodeIdx  int           // index of the embedded Node in nodeState
 	stateIdx int           // index of nodeState's own State field
 }
@@ -49,6 +51,11 @@ func openNodeTable(ml *memberlist.Memberlist) (*nodeTable, error) {
 		nodes.Type().Elem().Kind() != reflect.Pointer || nodes.Type().Elem().Elem().Kind() != reflect.Struct {
 		return nil, fmt.Errorf("%w: Memberlist has no nodes []*nodeState", ErrUnsupportedMemberlist)
 	}
+	nodeMap := v.FieldByName("nodeMap")
+	if !nodeMap.IsValid() || nodeMap.Kind() != reflect.Map || nodeMap.Type().Key().Kind() != reflect.String ||
+		nodeMap.Type().Elem() != nodes.Type().Elem() {
+		return nil, fmt.Errorf("%w: Memberlist has no nodeMap map[string]*nodeState", ErrUnsupportedMemberlist)
+	}
 	st := nodes.Type().Elem().Elem()
 	nf, ok := st.FieldByName("Node")
 	if !ok || !nf.Anonymous || len(nf.Index) != 1 || nf.Type != reflect.TypeFor[memberlist.Node]() {
@@ -63,6 +70,7 @@ func openNodeTable(ml *memberlist.Memberlist) (*nodeTable, error) {
 	return &nodeTable{
 		mu:       (*sync.RWMutex)(unsafe.Pointer(lock.UnsafeAddr())),
 		nodes:    nodes,
+		nodeMap:  nodeMap,
 		nodeIdx:  nf.Index[0],
 		stateIdx: sf.Index[0],
 	}, nil
@@ -80,9 +88,23 @@ func (t *nodeTable) read(dst []tableEntry) []tableEntry {
 func (t *nodeTable) readLocked(dst []tableEntry) []tableEntry {
 	n := t.nodes.Len()
 	for i := range n {
-		ns := t.nodes.Index(i).Elem()
-		node := (*memberlist.Node)(unsafe.Pointer(ns.Field(t.nodeIdx).UnsafeAddr()))
-		dst = append(dst, tableEntry{node: *node, state: memberlist.NodeStateType(ns.Field(t.stateIdx).Int())})
+		dst = append(dst, t.entry(t.nodes.Index(i).Elem()))
 	}
 	return dst
+}
+
+// readOneLocked copies the entry of the named member; the caller holds
+// memberlist's lock.
+func (t *nodeTable) readOneLocked(name string) (tableEntry, bool) {
+	p := t.nodeMap.MapIndex(reflect.ValueOf(name))
+	if !p.IsValid() || p.IsNil() {
+		return tableEntry{}, false
+	}
+	return t.entry(p.Elem()), true
+}
+
+// entry copies one nodeState.
+func (t *nodeTable) entry(ns reflect.Value) tableEntry {
+	node := (*memberlist.Node)(unsafe.Pointer(ns.Field(t.nodeIdx).UnsafeAddr()))
+	return tableEntry{node: *node, state: memberlist.NodeStateType(ns.Field(t.stateIdx).Int())}
 }

@@ -3,6 +3,7 @@ package swim
 import (
 	"bytes"
 	"sort"
+	"time"
 )
 
 // viewEntry is what this package last reported about a member.
@@ -38,20 +39,30 @@ func (m *Memberlist) refresh() {
 	m.diffLocked(t)
 }
 
-// observeLocked reads the node table from an EventDelegate callback, which
-// memberlist calls with the table locked for writing. During New, before
-// the table is located, it does nothing; New's first refresh catches up.
-func (m *Memberlist) observeLocked() {
-	if t := m.table.Load(); t != nil {
-		m.diffLocked(t)
+// observeLocked reads one member's entry from an EventDelegate callback,
+// which memberlist calls with the table locked for writing. During New,
+// before the table is located, it does nothing; New's first refresh
+// catches up.
+func (m *Memberlist) observeLocked(name string) {
+	t := m.table.Load()
+	if t == nil {
+		return
 	}
+	e, ok := t.readOneLocked(name)
+	if !ok {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.applyLocked(&e, m.clock())
+	m.publishCountsLocked()
 }
 
-// diffLocked compares the table (memberlist's lock held, for reading or
-// writing, so all readings are ordered) with the view and emits an event
-// per change: a new member, a new state, or new metadata. A member the
-// table no longer holds (memberlist forgets dead and left members after
-// GossipToTheDeadTime) leaves the view without an event.
+// diffLocked compares the whole table (memberlist's lock held, for reading
+// or writing, so that all readings are ordered) with the view and reports
+// every change. A member the table no longer holds (memberlist forgets
+// dead and left members after GossipToTheDeadTime) leaves the view
+// without an event.
 func (m *Memberlist) diffLocked(t *nodeTable) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -59,41 +70,53 @@ func (m *Memberlist) diffLocked(t *nodeTable) {
 	m.gen++
 	now := m.clock()
 	for i := range m.scratch {
-		e := &m.scratch[i]
-		state := stateOf(e.state)
-		old, known := m.view[e.node.Name]
-		meta := old.member.Meta
-		metaChanged := !known || !bytes.Equal(old.rawMeta, e.node.Meta)
-		if metaChanged {
-			md, err := DecodeMeta(e.node.Meta)
-			if err != nil {
-				// Cannot happen: the Alive delegate admits only members
-				// whose metadata decodes.
-				continue
-			}
-			meta = md
-		}
-		member := memberOf(&e.node, meta, state)
-		m.view[member.Name] = viewEntry{member: member, rawMeta: e.node.Meta, gen: m.gen}
-		switch {
-		case !known:
-			m.emitLocked(Event{At: now, Member: member, State: state})
-		case old.member.State != state || metaChanged:
-			m.emitLocked(Event{At: now, Member: member, State: state, Previous: old.member.State})
-		}
+		m.applyLocked(&m.scratch[i], now)
 	}
-	counts := map[State]int{StateAlive: 0, StateSuspect: 0, StateDead: 0, StateLeft: 0}
 	for name, v := range m.view {
 		if v.gen != m.gen {
+			m.counts[v.member.State]--
 			delete(m.view, name)
-			continue
 		}
-		counts[v.member.State]++
 	}
-	for s, n := range counts {
-		m.metrics.members.WithLabelValues(string(s)).Set(float64(n))
-	}
+	m.publishCountsLocked()
 	clear(m.scratch) // drop references to memberlist's slices
+}
+
+// applyLocked brings one member's view up to date with its table entry
+// and emits an event if it is new, changed state or changed metadata. mu
+// is held.
+func (m *Memberlist) applyLocked(e *tableEntry, now time.Time) {
+	state := stateOf(e.state)
+	old, known := m.view[e.node.Name]
+	meta := old.member.Meta
+	metaChanged := !known || !bytes.Equal(old.rawMeta, e.node.Meta)
+	if metaChanged {
+		md, err := DecodeMeta(e.node.Meta)
+		if err != nil {
+			// Cannot happen: the Alive delegate admits only members whose
+			// metadata decodes.
+			return
+		}
+		meta = md
+	}
+	member := memberOf(&e.node, meta, state)
+	m.view[member.Name] = viewEntry{member: member, rawMeta: e.node.Meta, gen: m.gen}
+	switch {
+	case !known:
+		m.counts[state]++
+		m.emitLocked(Event{At: now, Member: member, State: state})
+	case old.member.State != state || metaChanged:
+		m.counts[old.member.State]--
+		m.counts[state]++
+		m.emitLocked(Event{At: now, Member: member, State: state, Previous: old.member.State})
+	}
+}
+
+// publishCountsLocked sets the members gauge; mu is held.
+func (m *Memberlist) publishCountsLocked() {
+	for _, s := range []State{StateAlive, StateSuspect, StateDead, StateLeft} {
+		m.metrics.members.WithLabelValues(string(s)).Set(float64(m.counts[s]))
+	}
 }
 
 // emitLocked numbers ev and sends it without blocking; mu is held.

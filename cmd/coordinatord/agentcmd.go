@@ -243,6 +243,7 @@ type gossipFlags struct {
 	fs              *pflag.FlagSet
 	bind, advertise string
 	join            []string
+	retryJoin       time.Duration
 	key, keyFile    string
 	profile         string
 }
@@ -262,7 +263,7 @@ var timingFlags = []struct {
 	dur               func(*swim.Timing) *time.Duration
 	num               func(*swim.Timing) *int
 }{
-	{base: "probe-interval", field: "ProbeInterval", help: "time between probes of one peer", dur: func(t *swim.Timing) *time.Duration { return &t.ProbeInterval }},
+	{base: "probe-interval", field: "ProbeInterval", help: "time between probes (each of the next peer, round robin)", dur: func(t *swim.Timing) *time.Duration { return &t.ProbeInterval }},
 	{base: "probe-timeout", field: "ProbeTimeout", help: "time a direct probe waits for its ack before indirect probes", dur: func(t *swim.Timing) *time.Duration { return &t.ProbeTimeout }},
 	{base: "indirect-checks", field: "IndirectChecks", help: "peers asked to probe a member whose direct probe failed", num: func(t *swim.Timing) *int { return &t.IndirectChecks }},
 	{base: "suspicion-mult", field: "SuspicionMult", help: "a suspect is dead after this many probe intervals (times log10 of the pool size) when confirmed", num: func(t *swim.Timing) *int { return &t.SuspicionMult }},
@@ -281,6 +282,7 @@ func (f *gossipFlags) addFlags(fl *pflag.FlagSet, prefix string) {
 	fl.StringVar(&f.advertise, f.name("advertise"), "",
 		"IP address (and :port) other members reach this one at (default: the bind address; for 0.0.0.0 a private address of this host)")
 	fl.StringSliceVar(&f.join, f.name("join"), nil, "gossip address(es) of members to join, host:port, comma-separated; retried until one answers")
+	fl.DurationVar(&f.retryJoin, f.name("retry-join-interval"), swim.DefaultLANConfig().RetryJoinInterval, "pause between attempts to join while none of --"+f.name("join")+" answers")
 	fl.StringVar(&f.keyFile, "gossip-key-file", "", "file holding the pool's gossip key, base64 (from coordinatord keygen)")
 	fl.StringVar(&f.key, "gossip-key", "", "the pool's gossip key, base64 (prefer --gossip-key-file: flags show in ps)")
 	fl.StringVar(&f.profile, f.name("profile"), "lan", "timing profile: lan or wan (memberlist's)")
@@ -325,6 +327,10 @@ func (f *gossipFlags) swimConfig(meta swim.Meta, logger *slog.Logger) (swim.Conf
 		}
 	}
 	cfg.Join = f.join
+	if f.retryJoin <= 0 {
+		return cfg, fmt.Errorf("--%s %s: must be positive", f.name("retry-join-interval"), f.retryJoin)
+	}
+	cfg.RetryJoinInterval = f.retryJoin
 
 	switch {
 	case f.key != "" && f.keyFile != "":

@@ -151,6 +151,7 @@ func TestAgentFlagErrorsNameTheFlag(t *testing.T) {
 		{"a probe interval shorter than the profile's probe timeout", with(withKey, "--probe-interval", "100ms"), "--probe-timeout 500ms exceeds --probe-interval 100ms"},
 		{"a suspicion multiplier of zero", with(withKey, "--suspicion-mult", "0"), "--suspicion-mult 0 must be at least 1"},
 		{"a zero leave timeout", with(withKey, "--leave-timeout", "0s"), "--leave-timeout"},
+		{"a zero join retry interval", with(withKey, "--retry-join-interval", "0s"), "--retry-join-interval 0s: must be positive"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
