@@ -62,9 +62,9 @@ type ReporterResult struct {
 // Node and Since say whose results these are and from when.
 type JobReporters struct {
 	JobID string `json:"job_id"`
-	// Node is the node that answered; Since is when it started
-	// dispatching.
+	// Node is the node that answered; Since is when it became the leader,
+	// since when its results are complete (absent when it does not lead).
 	Node    string           `json:"node"`
-	Since   time.Time        `json:"since"`
+	Since   time.Time        `json:"since,omitzero"`
 	Results []ReporterResult `json:"results"`
 }

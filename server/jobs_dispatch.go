@@ -13,15 +13,16 @@ import (
 )
 
 // Reporter dispatch on this node. The pipeline runs on every node, but only
-// the Raft leader feeds it: job results are leader-only requests, and the
-// lease watch that turns committed lease events into reporter events runs
-// only while this node leads (started on gaining leadership, stopped on
-// losing it). Followers therefore never write to sinks.
+// the Raft leader feeds it: job results are leader-only requests, and every
+// node follows the committed lease events but submits one to the pipeline
+// only if it leads when the event reaches it. A new leader thus dispatches
+// every event committed in its term, from its first entry on (a watch
+// started when leadership is noticed would miss the entries committed in
+// between), and followers never write to sinks.
 
 const (
-	// leadershipPoll is how often the node checks whether it leads, to start
-	// or stop its lease watch. Raft's state is an atomic read; a change is
-	// noticed within this delay.
+	// leadershipPoll is how often the node checks whether it leads, to
+	// keep the time since which it dispatches.
 	leadershipPoll = 50 * time.Millisecond
 	// watchRetryPause spaces attempts to reopen a lease watch that failed.
 	watchRetryPause = 100 * time.Millisecond
@@ -40,15 +41,12 @@ type reporterState struct {
 	done chan struct{}
 }
 
-// dispatchingSince is when this node started dispatching: when it last
-// became the leader, or the pipeline's start when it does not lead.
+// dispatchingSince is when this node last became the leader, since when
+// its results are complete; zero while it does not lead.
 func (rs *reporterState) dispatchingSince() time.Time {
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
-	if !rs.since.IsZero() {
-		return rs.since
-	}
-	return rs.pipeline.Since()
+	return rs.since
 }
 
 // openReporters creates the node's reporter pipeline, with its sink
@@ -74,17 +72,26 @@ func (s *Server) openReporters(inv reporters.Invoker, reg reporters.Registry) er
 	return nil
 }
 
-// startReporters starts the loop that runs the lease watch while this
-// node leads.
+// startReporters starts following leadership and lease events.
 func (s *Server) startReporters() {
 	if s.reporters == nil {
 		return
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.reporters.stop, s.reporters.done = cancel, make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(2)
 	go func() {
-		defer close(s.reporters.done)
-		s.followLeadership(ctx)
+		defer wg.Done()
+		s.trackLeadership(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		s.watchLeasesForReporters(ctx)
+	}()
+	go func() {
+		wg.Wait()
+		close(s.reporters.done)
 	}()
 }
 
@@ -101,22 +108,26 @@ func (s *Server) closeReporters() error {
 	return s.reporters.pipeline.Close()
 }
 
-// followLeadership runs leaseWatchTerm for each term this node leads.
-func (s *Server) followLeadership(ctx context.Context) {
+// trackLeadership keeps reporterState.since: when this node last became
+// the leader, zero while it follows.
+func (s *Server) trackLeadership(ctx context.Context) {
 	tick := time.NewTicker(leadershipPoll)
 	defer tick.Stop()
+	leading := false
 	for {
-		if s.store.IsLeader() {
+		if now := s.store.IsLeader(); now != leading {
+			leading = now
 			s.reporters.mu.Lock()
-			s.reporters.since = s.clock()
+			if leading {
+				s.reporters.since = s.clock()
+			} else {
+				s.reporters.since = time.Time{}
+			}
 			s.reporters.mu.Unlock()
-			s.log.Info("leading: dispatching lease events to reporters")
-			s.leaseWatchTerm(ctx)
-			s.reporters.mu.Lock()
-			s.reporters.since = time.Time{}
-			s.reporters.mu.Unlock()
-			if ctx.Err() == nil {
-				s.log.Info("no longer leading: lease events are no longer dispatched here")
+			if leading {
+				s.log.Info("leading: dispatching lease events and job results to reporters")
+			} else if ctx.Err() == nil {
+				s.log.Info("no longer leading: reporters are fed by the new leader")
 			}
 		}
 		select {
@@ -127,32 +138,14 @@ func (s *Server) followLeadership(ctx context.Context) {
 	}
 }
 
-// leaseWatchTerm feeds committed lease events to the pipeline from now on,
-// until this node stops leading or ctx ends. A watch that ends early
-// (lagged, compacted) is reopened where it stopped.
-func (s *Server) leaseWatchTerm(ctx context.Context) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	// Stop the watch as soon as leadership goes.
-	go func() {
-		tick := time.NewTicker(leadershipPoll)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-				if !s.store.IsLeader() {
-					cancel()
-					return
-				}
-			}
-		}
-	}()
+// watchLeasesForReporters follows committed lease events from now on until
+// ctx ends, and submits each one that reaches this node while it leads. A
+// watch that ends early (lagged, compacted) is reopened where it stopped.
+func (s *Server) watchLeasesForReporters(ctx context.Context) {
 	var (
 		from    uint64 // 0: from now on
-		lastIdx uint64 // index of the last event submitted
-		seen    int    // events of lastIdx submitted
+		lastIdx uint64 // index of the last event received
+		seen    int    // events of lastIdx received
 	)
 	for ctx.Err() == nil {
 		watch, err := s.store.WatchLeases(ctx, from)
@@ -187,12 +180,8 @@ func (s *Server) leaseWatchTerm(ctx context.Context) {
 				lastIdx, seen = ev.Index, 0
 			}
 			seen++
-			// A node that just lost leadership may apply the new leader's
-			// entries before it notices; those are the new leader's to
-			// dispatch.
 			if !s.store.IsLeader() {
-				cancel()
-				continue
+				continue // the leader dispatches it
 			}
 			// A full queue drops and counts the event; nothing to do here.
 			_ = s.reporters.pipeline.SubmitLeaseEvent(leaseEventForReporters(ev))

@@ -310,3 +310,63 @@ func TestOnlyTheLeaderDispatchesToReporters(t *testing.T) {
 		t.Fatalf("the follower's own results: %+v %v", stale, err)
 	}
 }
+
+// The lease watch follows leadership: when the leader goes, the new one
+// dispatches lease events, and the remaining follower still writes nothing.
+func TestANewLeaderTakesOverDispatchingLeaseEvents(t *testing.T) {
+	leader, second := twoNodes(t)
+	third := startPeer(t, leader.ca, "node-3", false)
+	if err := third.srv.JoinCluster(ctx(t), []string{leader.srv.Addr()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := third.srv.WaitReady(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	putReporter(t, leader.client(engine.RoleAdmin), "r", moduleFile(t, "wat/reporter.wasm"), "results=file:r.jsonl")
+	nodes := []*peerNode{leader, second, third}
+	for _, n := range nodes {
+		waitFor(t, n.id+" to install the reporter", func() bool { return len(n.srv.reporterModules()) == 1 })
+		waitFor(t, n.id+" to know every API address", func() bool {
+			ms, err := n.srv.Store().Members()
+			return err == nil && len(ms) == 3
+		})
+	}
+	if _, err := leader.client(engine.RoleGate).Acquire(ctx(t), "job-a", 0, false); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "job-a's event in the first leader's sink", func() bool { return len(sinkLines(t, leader.testNode, "r.jsonl")) == 1 })
+
+	if err := leader.srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var next, other *peerNode
+	waitFor(t, "a new leader", func() bool {
+		switch {
+		case second.srv.Store().IsLeader():
+			next, other = second, third
+		case third.srv.Store().IsLeader():
+			next, other = third, second
+		}
+		return next != nil
+	})
+	if _, err := next.client(engine.RoleGate).Acquire(ctx(t), "job-b", 0, false); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "job-b's event in the new leader's sink", func() bool {
+		for _, l := range sinkLines(t, next.testNode, "r.jsonl") {
+			if strings.Contains(l, `"job_id":"job-b"`) && strings.Contains(l, `"type":"acquired"`) {
+				return true
+			}
+		}
+		return false
+	})
+	time.Sleep(300 * time.Millisecond)
+	if lines := sinkLines(t, other.testNode, "r.jsonl"); lines != nil {
+		t.Fatalf("follower %s wrote to its sink: %q", other.id, lines)
+	}
+	for _, l := range sinkLines(t, next.testNode, "r.jsonl") {
+		if strings.Contains(l, `"job_id":"job-a"`) && strings.Contains(l, `"type":"acquired"`) {
+			t.Fatalf("the new leader dispatched an event of the old term again: %s", l)
+		}
+	}
+}

@@ -122,15 +122,15 @@ func newJobReportersCmd() *cobra.Command {
 }
 
 func printJobReporters(w io.Writer, res *api.JobReporters) error {
-	since := "never"
+	since := "not the leader: it dispatches nothing"
 	if !res.Since.IsZero() {
-		since = res.Since.Format(time.RFC3339)
+		since = "leader since " + res.Since.Format(time.RFC3339)
 	}
 	if len(res.Results) == 0 {
-		_, err := fmt.Fprintf(w, "job %s: no reporter results on node %s (dispatching since %s)\n", res.JobID, res.Node, since)
+		_, err := fmt.Fprintf(w, "job %s: no reporter results on node %s (%s)\n", res.JobID, res.Node, since)
 		return err
 	}
-	if _, err := fmt.Fprintf(w, "job %s: reporter results on node %s (dispatching since %s)\n", res.JobID, res.Node, since); err != nil {
+	if _, err := fmt.Fprintf(w, "job %s: reporter results on node %s (%s)\n", res.JobID, res.Node, since); err != nil {
 		return err
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)

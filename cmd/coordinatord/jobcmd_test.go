@@ -70,7 +70,7 @@ func TestPrintJobReportersShowsEachOutcome(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := b.String()
-	for _, want := range []string{"node-1 (dispatching since 2026-11-27T10:00:00Z)", "broken", "trap: unreachable", "lease_event:expired", "dc3"} {
+	for _, want := range []string{"node-1 (leader since 2026-11-27T10:00:00Z)", "broken", "trap: unreachable", "lease_event:expired", "dc3"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
