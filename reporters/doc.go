@@ -12,7 +12,7 @@
 // # Flow
 //
 // A reporting peer POSTs a job's result to the Raft leader, which submits it
-// to its Pipeline; the leader's own lease watch submits lease events. The
+// to its Pipeline; the leader also submits the committed lease events. The
 // Pipeline keeps a bounded queue (Config.QueueSize) served by
 // Config.Workers goroutines. Each event goes to every installed reporter
 // module (Registry) that exports the event's handler; each call's output is
@@ -36,11 +36,13 @@
 // # Who dispatches, and what survives a leader change
 //
 // Only the Raft leader dispatches: job results are leader-only requests
-// (followers forward them), and the lease watch runs only while the node
-// leads, so followers never write to sinks and a sink sees each event once
-// in steady state. Delivery is best effort: an event queued on a leader
-// that then crashes is lost, and around a leader change a lease event may
-// be missed or, rarely, delivered twice.
+// (followers forward them), and although every node follows the committed
+// lease events, a node submits one only if it leads when the event reaches
+// it. So followers never write to sinks, a sink sees each event once in
+// steady state, and a new leader dispatches its term's events from its
+// first entry on. Delivery is best effort: an event queued on a leader that
+// then crashes is lost, and around a leader change a lease event may be
+// missed or, rarely, delivered twice.
 //
 // The per-call results (Results) live in memory on the dispatching node,
 // bounded by job count, like the decision log. They are not replicated: a
