@@ -300,9 +300,13 @@ func outErr(field, format string, args ...any) *OutputError {
 // strictly: an object with only hold (boolean), datacenters (strings, each
 // one of knownDCs) and notes (at most MaxNotes strings of at most
 // MaxNoteBytes); null is the wrong type. It returns an *OutputError naming
-// the first defect.
+// the first defect. A nil out (the handler did not call output) is the zero
+// CorrelationOutput: the built-in decision.
 func ParseCorrelationOutput(out []byte, knownDCs []string) (CorrelationOutput, error) {
 	var o CorrelationOutput
+	if out == nil {
+		return o, nil // no output: the built-in decision
+	}
 	fields, err := object(out, "")
 	if err != nil {
 		return o, err
@@ -358,8 +362,11 @@ func ParseCorrelationOutput(out []byte, knownDCs []string) (CorrelationOutput, e
 // objects with only sink (a string, one of sinks) and data (any JSON
 // value). Any defect refuses the whole output: it returns nil and an
 // *OutputError naming the first defect. Data comes back compacted to one
-// line.
+// line. A nil out (the handler did not call output) is no records.
 func ParseReporterOutput(out []byte, sinks []string) ([]Record, error) {
+	if out == nil {
+		return nil, nil // no output: nothing to emit
+	}
 	fields, err := object(out, "")
 	if err != nil {
 		return nil, err

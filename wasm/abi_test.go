@@ -32,6 +32,7 @@ func TestParseCorrelationOutput(t *testing.T) {
 		field string
 	}{
 		{"an empty object leaves the built-in decision", `{}`, CorrelationOutput{}, "", ""},
+		{"an empty output is not JSON", ``, CorrelationOutput{}, "invalid_output", ""},
 		{"hold with the affected datacenters", `{"hold":true}`, CorrelationOutput{Hold: &yes}, "", ""},
 		{"hold narrowed, duplicates folded, notes", `{"hold":true,"datacenters":["dc3","dc1","dc3"],"notes":["n"]}`,
 			CorrelationOutput{Hold: &yes, Datacenters: []string{"dc3", "dc1"}, Notes: []string{"n"}}, "", ""},
@@ -78,6 +79,7 @@ func TestParseReporterOutput(t *testing.T) {
 		field string
 	}{
 		{"no records", `{"records":[]}`, []Record{}, "", ""},
+		{"an empty output is not JSON", ``, nil, "invalid_output", ""},
 		{"records, data compacted to one line", "{\"records\":[{\"sink\":\"results\",\"data\":{\n \"a\": 1}},{\"data\":\"x\",\"sink\":\"audit\"}]}",
 			[]Record{{"results", json.RawMessage(`{"a":1}`)}, {"audit", json.RawMessage(`"x"`)}}, "", ""},
 		{"records missing", `{}`, nil, "invalid_output", "records"},
@@ -113,6 +115,15 @@ func TestParseReporterOutput(t *testing.T) {
 				t.Fatalf("got %v, err = %v, want code %s field %q", got, err, tc.code, tc.field)
 			}
 		})
+	}
+}
+
+func TestNoOutputIsNoAnswer(t *testing.T) {
+	if o, err := ParseCorrelationOutput(nil, nil); err != nil || o.Hold != nil || o.Datacenters != nil || o.Notes != nil {
+		t.Fatalf("correlation: %+v %v", o, err)
+	}
+	if r, err := ParseReporterOutput(nil, nil); err != nil || r != nil {
+		t.Fatalf("reporter: %+v %v", r, err)
 	}
 }
 

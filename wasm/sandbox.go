@@ -17,8 +17,13 @@
 //	sb, err := wasm.New(ctx, wasm.Config{CacheDir: dir, Logger: log})
 //	info, err := sb.Install(ctx, "audit", wasm.KindReporter, wasm.DefaultLimits(), bytes)
 //	call, err := wasm.NewJobResultCall(ev)
-//	res := sb.Call(ctx, "audit", call)
-//	records, err := wasm.ParseReporterOutput(res.Output, sinks)
+//	res := sb.Call(ctx, "audit", call) // res.Err: already reported
+//	if res.Err == nil {
+//		records, err := wasm.ParseReporterOutput(res.Output, sinks)
+//		if err != nil {
+//			sb.ReportBadOutput(ctx, "audit", call, res, err) // reported like a trap
+//		}
+//	}
 //
 // The package runs modules on wazero (compiler engine, WASI preview1 with
 // no filesystem, arguments or environment; stdout and stderr go to the log,
@@ -369,7 +374,7 @@ func (s *Sandbox) Install(ctx context.Context, name string, kind Kind, limits Li
 	if old != nil {
 		old.retire()
 	}
-	s.log.Info("wasm module installed", "module", name, "digest", info.Digest, "kind", kind,
+	s.log.Debug("wasm module installed", "module", name, "digest", info.Digest, "kind", kind,
 		"handlers", info.Handlers, "replaced", old != nil)
 	return m.snapshot().Info, nil
 }
@@ -385,7 +390,7 @@ func (s *Sandbox) Remove(name string) bool {
 		return false
 	}
 	m.retire()
-	s.log.Info("wasm module removed", "module", name, "digest", m.info.Digest)
+	s.log.Debug("wasm module removed", "module", name, "digest", m.info.Digest)
 	return true
 }
 
