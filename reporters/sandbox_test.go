@@ -3,7 +3,6 @@ package reporters
 import (
 	"bytes"
 	"context"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io"
@@ -19,20 +18,12 @@ import (
 	"github.com/coordinatord/coordinatord/wasm"
 )
 
-// trapWasm is a reporter whose two handlers execute unreachable:
-//
-//	(module
-//	  (memory (export "memory") 1)
-//	  (func (export "coordinatord_abi_v1"))
-//	  (func (export "coordinatord_alloc") (param i32) (result i32) (i32.const 1024))
-//	  (func (export "coordinatord_on_job_result") (param i32 i32) (result i32) unreachable)
-//	  (func (export "coordinatord_on_lease_event") (param i32 i32) (result i32) unreachable))
-const trapWasm = "0061736d01000000010f0360000060017f017f60027f7f017f030504000102020503010001077005066d656d6f7279020013636f6f7264696e61746f72645f6162695f7631000012636f6f7264696e61746f72645f616c6c6f6300011a636f6f7264696e61746f72645f6f6e5f6a6f625f726573756c7400021b636f6f7264696e61746f72645f6f6e5f6c656173655f6576656e7400030a120402000b05004180080b0300000b0300000b"
-
 // The example modules (examples/modules, built by its build.sh).
 const (
 	watReporter = "../examples/modules/wat/reporter.wasm"
-	goReporter  = "../examples/modules/go-reporter/go-reporter.wasm"
+	// watTrap is a reporter whose handlers trap (unreachable) every time.
+	watTrap    = "../examples/modules/wat/unreachable.wasm"
+	goReporter = "../examples/modules/go-reporter/go-reporter.wasm"
 )
 
 // wasmCacheDir is the compilation cache of every sandbox of the tests, so
@@ -117,14 +108,6 @@ func readModule(t testing.TB, path string) []byte {
 	return b
 }
 
-func mustHex(s string) []byte {
-	b, err := hex.DecodeString(s)
-	if err != nil {
-		panic(err)
-	}
-	return b
-}
-
 // Two reporters on one job, one of them trapping: the other's records
 // reach its file sink, both outcomes are recorded per datacenter, and the
 // trap report names the event's datacenter and job.
@@ -133,7 +116,7 @@ func TestSandboxReportersOneTrappingTheOtherWritesToItsSink(t *testing.T) {
 		t.Run(good.name, func(t *testing.T) {
 			var failures failureLog
 			sb, reg := sandboxWith(t, &failures,
-				map[string][]byte{"good": readModule(t, good.path), "broken": mustHex(trapWasm)},
+				map[string][]byte{"good": readModule(t, good.path), "broken": readModule(t, watTrap)},
 				map[string][]string{"good": {"results=file:good/results.jsonl"}, "broken": {"results=file:broken.jsonl"}})
 			cfg := testConfig(t)
 			p, err := New(cfg, SandboxInvoker(sb), reg)

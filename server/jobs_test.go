@@ -2,7 +2,6 @@ package server
 
 import (
 	"bufio"
-	"encoding/hex"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -16,10 +15,6 @@ import (
 	"github.com/coordinatord/coordinatord/client"
 	"github.com/coordinatord/coordinatord/engine"
 )
-
-// trappingReporter is a reporter whose handlers execute unreachable (the
-// WAT is in reporters/sandbox_test.go).
-const trappingReporter = "0061736d01000000010f0360000060017f017f60027f7f017f030504000102020503010001077005066d656d6f7279020013636f6f7264696e61746f72645f6162695f7631000012636f6f7264696e61746f72645f616c6c6f6300011a636f6f7264696e61746f72645f6f6e5f6a6f625f726573756c7400021b636f6f7264696e61746f72645f6f6e5f6c656173655f6576656e7400030a120402000b05004180080b0300000b0300000b"
 
 func putReporter(t *testing.T, admin *client.Client, name string, wasm []byte, sinks ...string) {
 	t.Helper()
@@ -76,8 +71,7 @@ func TestTwoReportersOnOneJobOneFailingOverTheAPI(t *testing.T) {
 	n := startNode(t)
 	admin := n.client(engine.RoleAdmin)
 	putReporter(t, admin, "good", moduleFile(t, "wat/reporter.wasm"), "results=file:results.jsonl")
-	trap, _ := hex.DecodeString(trappingReporter)
-	putReporter(t, admin, "broken", trap, "results=file:broken.jsonl")
+	putReporter(t, admin, "broken", moduleFile(t, "wat/unreachable.wasm"), "results=file:broken.jsonl")
 
 	manager := n.client(engine.RoleManager)
 	for _, dc := range []string{"dc1", "dc2"} {
