@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/tetratelabs/wazero"
@@ -105,12 +106,23 @@ type callResult struct {
 	fail   string
 }
 
+// compilationCache is shared by the tests' runtimes, and on disk in the
+// directory the tests' sandboxes use, so that each module is compiled once
+// per run (a Go module takes a second or more, over ten with -race).
+var compilationCache = sync.OnceValue(func() wazero.CompilationCache {
+	c, err := wazero.NewCompilationCacheWithDir(cacheDir)
+	if err != nil {
+		panic(err)
+	}
+	return c
+})
+
 // newRuntime returns a wazero runtime with WASI and the coordinatord host
 // module; the host functions record into *cur.
 func newRuntime(t testing.TB, cur **instance) wazero.Runtime {
 	t.Helper()
 	ctx := context.Background()
-	r := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfig().WithCloseOnContextDone(true))
+	r := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfig().WithCloseOnContextDone(true).WithCompilationCache(compilationCache()))
 	t.Cleanup(func() { r.Close(ctx) })
 	wasi_snapshot_preview1.MustInstantiate(ctx, r)
 	read := func(m api.Module, ptr, n uint32) []byte {

@@ -63,10 +63,11 @@ func TestSourcesUpToDate(t *testing.T) {
 // reactor) and imports only what the host offers.
 func TestExports(t *testing.T) {
 	ctx := context.Background()
-	r := wazero.NewRuntime(ctx)
-	defer r.Close(ctx)
+	r := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfig().WithCloseOnContextDone(true).WithCompilationCache(compilationCache()))
+	t.Cleanup(func() { r.Close(ctx) })
 	for _, e := range examples {
 		t.Run(e.dir, func(t *testing.T) {
+			t.Parallel() // compiling a Go module takes a while
 			cm, err := r.CompileModule(ctx, e.read(t))
 			if err != nil {
 				t.Fatal(err)

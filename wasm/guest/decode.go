@@ -76,7 +76,7 @@ func (d *decoder) heldLeases(ls *[]HeldLease) error {
 	if err == nil {
 		*ls = nil
 		if more {
-			*ls = []HeldLease{}
+			*ls = make([]HeldLease, 0, 4) // one allocation for most lists
 		}
 	}
 	for first := true; more && err == nil; first = false {
@@ -429,7 +429,7 @@ func (d *decoder) strings(s *[]string) error {
 	if err == nil {
 		*s = nil
 		if more {
-			*s = []string{}
+			*s = make([]string, 0, 4) // one allocation for most lists
 		}
 	}
 	for first := true; more && err == nil; first = false {

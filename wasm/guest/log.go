@@ -47,6 +47,7 @@ func format(msg string, args []any) string {
 		return msg
 	}
 	var b strings.Builder
+	b.Grow(len(msg) + 24*len(args)) // one allocation for most lines
 	b.WriteString(msg)
 	for i := 0; i < len(args); i += 2 {
 		var k, v string

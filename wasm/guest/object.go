@@ -25,7 +25,10 @@ type Object struct {
 }
 
 func (o *Object) key(k string) {
-	if len(o.b) > 0 {
+	switch {
+	case o.b == nil:
+		o.b = make([]byte, 0, 256) // one allocation for most records
+	case len(o.b) > 0:
 		o.b = append(o.b, ',')
 	}
 	o.b = appendString(o.b, k)

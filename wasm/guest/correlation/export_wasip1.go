@@ -2,9 +2,18 @@
 
 package correlation
 
-import "github.com/coordinatord/coordinatord/wasm/guest/internal/abi"
+import (
+	"github.com/coordinatord/coordinatord/wasm/guest"
+	"github.com/coordinatord/coordinatord/wasm/guest/internal/abi"
+)
+
+var export = abi.Handler[guest.CorrelationEvent, guest.CorrelationOutput]{
+	Name:   "coordinatord_on_correlation",
+	Decode: (*guest.CorrelationEvent).UnmarshalJSON,
+	Encode: guest.CorrelationOutput.AppendJSON,
+}
 
 //go:wasmexport coordinatord_on_correlation
 func onCorrelation(ptr, n uint32) int32 {
-	return abi.Call(ptr, n, "coordinatord_on_correlation", handler)
+	return export.Call(ptr, n, handler)
 }

@@ -9,7 +9,6 @@
 package abi
 
 import (
-	"encoding/json"
 	"fmt"
 	"runtime/debug"
 )
@@ -72,40 +71,58 @@ func input(ptr, n uint32, base uint32) []byte {
 	return inputBuffer[:n]
 }
 
-// Call is the body of one handler export: it decodes the event at (ptr, n)
-// into E, runs h, encodes its result (see unmarshal and marshal) and passes
-// it to the host's output. A nil h, a decode error, an error from h, an encoding error
-// or a panic is reported with fail and a non-zero return.
-func Call[E, O any](ptr, n uint32, name string, h func(E) (O, error)) (code int32) {
+// Handler is the plumbing of one handler export, for events of type E
+// and outputs of type O.
+type Handler[E, O any] struct {
+	// Name is the export's name, for error messages.
+	Name string
+	// Decode decodes an event (the event types' UnmarshalJSON).
+	Decode func(*E, []byte) error
+	// Encode appends an output as JSON (the output types' AppendJSON).
+	Encode func(O, []byte) ([]byte, error)
+
+	event E // decoded into: a package variable is not allocated per call
+}
+
+// outputBuffer is reused for the output of every call.
+var outputBuffer []byte
+
+// Call is the body of the handler export: it decodes the event at (ptr, n),
+// runs fn, encodes its result and passes it to the host's output. A nil
+// fn, a decode error, an error from fn, an encoding error or a panic is
+// reported with fail and a non-zero return.
+func (h *Handler[E, O]) Call(ptr, n uint32, fn func(E) (O, error)) (code int32) {
+	var zero E
 	defer func() {
+		h.event = zero // do not keep the event alive until the next call
 		if r := recover(); r != nil {
-			Log(LevelError, fmt.Sprintf("%s: panic: %v\n%s", name, r, debug.Stack()))
-			Fail(fmt.Sprintf("%s: panic: %v", name, r))
+			Log(LevelError, fmt.Sprintf("%s: panic: %v\n%s", h.Name, r, debug.Stack()))
+			Fail(fmt.Sprintf("%s: panic: %v", h.Name, r))
 			code = ErrPanic
 		}
 	}()
-	if h == nil {
-		Fail(name + ": the module exports this handler but registered no function for it")
+	if fn == nil {
+		Fail(h.Name + ": the module exports this handler but registered no function for it")
 		return ErrNoHandle
 	}
 	in := input(ptr, n, bufferAddress())
 	if in == nil {
-		Fail(fmt.Sprintf("%s: event at (%d, %d) is not in the buffer coordinatord_alloc returned", name, ptr, n))
+		Fail(fmt.Sprintf("%s: event at (%d, %d) is not in the buffer coordinatord_alloc returned", h.Name, ptr, n))
 		return ErrNoBuffer
 	}
-	var ev E
-	if err := unmarshal(in, &ev); err != nil {
-		Fail(fmt.Sprintf("%s: decode event: %v", name, err))
+	h.event = zero
+	if err := h.Decode(&h.event, in); err != nil {
+		Fail(fmt.Sprintf("%s: decode event: %v", h.Name, err))
 		return ErrDecode
 	}
-	out, err := h(ev)
+	out, err := fn(h.event)
 	if err != nil {
 		Fail(err.Error())
 		return ErrHandler
 	}
-	b, err := marshal(outputBuffer[:0], out)
+	b, err := h.Encode(out, outputBuffer[:0])
 	if err != nil {
-		Fail(fmt.Sprintf("%s: encode output: %v", name, err))
+		Fail(fmt.Sprintf("%s: encode output: %v", h.Name, err))
 		return ErrEncode
 	}
 	Output(b) // the host copies it
@@ -114,38 +131,4 @@ func Call[E, O any](ptr, n uint32, name string, h func(E) (O, error)) (code int3
 		outputBuffer = nil
 	}
 	return OK
-}
-
-// unmarshal decodes b into v with v's own UnmarshalJSON if it has one (the
-// SDK's event types do: that skips encoding/json's validating pass, which
-// the decoders make themselves), with encoding/json otherwise.
-func unmarshal(b []byte, v any) error {
-	if u, ok := v.(json.Unmarshaler); ok {
-		return u.UnmarshalJSON(b)
-	}
-	return json.Unmarshal(b, v)
-}
-
-// outputBuffer is reused for the output of every call.
-var outputBuffer []byte
-
-// appender is implemented by the SDK's output types.
-type appender interface {
-	AppendJSON([]byte) ([]byte, error)
-}
-
-// marshal appends v, encoded with its own AppendJSON or MarshalJSON if it
-// has one (the SDK's output types do), with encoding/json otherwise, to b.
-func marshal(b []byte, v any) ([]byte, error) {
-	var j []byte
-	var err error
-	switch v := v.(type) {
-	case appender:
-		return v.AppendJSON(b)
-	case json.Marshaler:
-		j, err = v.MarshalJSON()
-	default:
-		j, err = json.Marshal(v)
-	}
-	return append(b, j...), err
 }
