@@ -8,17 +8,28 @@ import (
 	"runtime"
 	"strconv"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
+
+// cpuTime is the process's user and system CPU time so far.
+func cpuTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
 
 // BenchmarkPipeline measures sustained throughput: job results submitted
 // as fast as the queue takes them (a full queue is waited out, as a
 // reporting peer retries a 429), each dispatched to the Go example reporter
 // (examples/modules/go-reporter) in the Wasm sandbox, its record written to
 // a file sink. The clock stops once the queue is drained and the file
-// flushed. It reports events/s, the peak heap in use while it ran, and the
-// queue bound.
+// flushed. It reports events/s, the CPU time per event (which does not
+// depend on what else the machine runs), the peak heap in use while it ran,
+// and the queue bound.
 //
 //	go test -run '^$' -bench BenchmarkPipeline -benchtime 5s ./reporters
 func BenchmarkPipeline(b *testing.B) {
@@ -66,6 +77,7 @@ func BenchmarkPipeline(b *testing.B) {
 
 			stats := json.RawMessage(`{"rows": 1200, "seconds": 3.5, "ok": true}`)
 			full := 0
+			cpu0 := cpuTime(b)
 			b.ResetTimer()
 			start := time.Now()
 			for i := 0; i < b.N; i++ {
@@ -86,10 +98,15 @@ func BenchmarkPipeline(b *testing.B) {
 				b.Fatal(err)
 			}
 			elapsed := time.Since(start)
+			cpu := cpuTime(b) - cpu0
 			b.StopTimer()
 			close(stop)
 			<-sampled
 			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "events/s")
+			// CPU time per event does not depend on what else the machine
+			// runs: 2 cores / cpu-µs/event is the throughput of an idle
+			// 2-core machine.
+			b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-µs/event")
 			b.ReportMetric(float64(peakHeap.Load())/(1<<20), "peak-heap-MiB")
 			b.ReportMetric(float64(cfg.QueueSize), "queue-bound")
 			b.ReportMetric(float64(full)/float64(b.N), "full/op")

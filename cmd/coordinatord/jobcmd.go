@@ -158,7 +158,7 @@ type reporterFlags struct {
 func (r *reporterFlags) addFlags(fl *pflag.FlagSet) {
 	d := reporters.DefaultConfig()
 	fl.IntVar(&r.queueSize, "reporter-queue-size", d.QueueSize, "events (job results, lease events) that may wait for a reporter worker; a job result that finds the queue full is answered 429")
-	fl.IntVar(&r.workers, "reporter-workers", d.Workers, "reporter events dispatched at once")
+	fl.IntVar(&r.workers, "reporter-workers", d.Workers, "reporter events dispatched at once (module calls are CPU-bound: one per core; more when slow webhooks hold workers)")
 }
 
 func (r *reporterFlags) apply(cfg *server.Config) error {
