@@ -88,10 +88,11 @@
 // reused by every call (grown for a larger event, released after a large one
 // once events are small again); the output is encoded into another reused
 // buffer. The event is decoded out of the input buffer before the handler
-// runs, so nothing the handler holds refers to it. A Go module has 53 pages
-// (3.3 MiB) of linear memory after _initialize and uses about 130 to 200
-// once warm with small events; the default limit of 512 pages (32 MiB)
-// leaves room for events up to about 1 MiB.
+// runs, so nothing the handler holds refers to it. A Go module has about
+// 50 pages (3.2 MiB) of linear memory after _initialize; its heap then grows
+// to about 125 pages (8 MiB) with small events, where the collector keeps
+// it, and to about 200 after events of 1 MiB. The default limit of 512
+// pages (32 MiB) is ample.
 //
 // # Off wasip1
 //
