@@ -309,8 +309,11 @@ func (s *Server) newPeerClient() *peerClient {
 		TLSHandshakeTimeout: 5 * time.Second,
 		MaxIdleConnsPerHost: 64,
 		IdleConnTimeout:     90 * time.Second,
-		// A write waits at most ApplyTimeout on the leader.
-		ResponseHeaderTimeout: s.cfg.Raft.ApplyTimeout + 5*time.Second,
+		// The leader bounds its own work (ApplyTimeout for a write; compiling
+		// and installing a module can take longer), and the client's request
+		// context cancels a forwarded call, so this only catches a leader
+		// that accepted the request and then went silent.
+		ResponseHeaderTimeout: s.cfg.Raft.ApplyTimeout + moduleInstallWait + time.Minute,
 	}
 	return p
 }
