@@ -286,6 +286,14 @@ func (d *decoder) errorf(format string, args ...any) error {
 }
 
 func (d *decoder) ws() {
+	// Inlined fast path: the host's events are compact, and a call costs.
+	if d.i < len(d.b) && d.b[d.i] > ' ' {
+		return
+	}
+	d.skipSpace()
+}
+
+func (d *decoder) skipSpace() {
 	for d.i < len(d.b) {
 		switch d.b[d.i] {
 		case ' ', '\t', '\n', '\r':
@@ -394,8 +402,10 @@ func (d *decoder) elem(first bool) (more bool, err error) {
 
 // str reads a string (or null, which leaves *s unchanged).
 func (d *decoder) str(s *string) error {
-	if null, err := d.null(); null || err != nil {
-		return err
+	if d.i >= len(d.b) || d.b[d.i] != '"' { // the inlined common case: a string
+		if null, err := d.null(); null || err != nil {
+			return err
+		}
 	}
 	raw, plain, err := d.rawString()
 	if err != nil {
@@ -474,11 +484,70 @@ func (d *decoder) time(t *time.Time) error {
 	if _, _, err := d.rawString(); err != nil {
 		return err
 	}
-	if err := t.UnmarshalText(d.b[start+1 : d.i-1]); err != nil {
+	text := d.b[start+1 : d.i-1]
+	if v, ok := parseUTC(text); ok {
+		*t = v
+		return nil
+	}
+	if err := t.UnmarshalText(text); err != nil {
 		d.i = start
 		return d.errorf("%v", err)
 	}
 	return nil
+}
+
+// parseUTC parses the form the host writes, 2006-01-02T15:04:05Z with 0 to
+// 9 fractional digits, much more cheaply than time.Parse; ok is false for
+// anything else (time.Time's UnmarshalText then decides).
+func parseUTC(b []byte) (t time.Time, ok bool) {
+	n := len(b)
+	if n < 20 || n > 30 || b[n-1] != 'Z' || b[4] != '-' || b[7] != '-' || b[10] != 'T' || b[13] != ':' || b[16] != ':' {
+		return t, false
+	}
+	num := func(s []byte) int {
+		v := 0
+		for _, c := range s {
+			if c < '0' || c > '9' {
+				return -1
+			}
+			v = v*10 + int(c-'0')
+		}
+		return v
+	}
+	year, month, day := num(b[0:4]), num(b[5:7]), num(b[8:10])
+	hour, minute, sec := num(b[11:13]), num(b[14:16]), num(b[17:19])
+	nsec := 0
+	switch {
+	case n == 20:
+	case n >= 22 && b[19] == '.':
+		frac := b[20 : n-1]
+		if nsec = num(frac); nsec < 0 {
+			return t, false
+		}
+		for range 9 - len(frac) {
+			nsec *= 10
+		}
+	default:
+		return t, false
+	}
+	if year < 0 || month < 1 || month > 12 || day < 1 || day > daysIn(month, year) ||
+		hour < 0 || hour > 23 || minute < 0 || minute > 59 || sec < 0 || sec > 59 {
+		return t, false
+	}
+	return time.Date(year, time.Month(month), day, hour, minute, sec, nsec, time.UTC), true
+}
+
+func daysIn(month, year int) int {
+	switch month {
+	case 2:
+		if year%4 == 0 && (year%100 != 0 || year%400 == 0) {
+			return 29
+		}
+		return 28
+	case 4, 6, 9, 11:
+		return 30
+	}
+	return 31
 }
 
 // rawString reads a string and returns its decoded bytes: a slice of the
