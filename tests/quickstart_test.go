@@ -172,6 +172,14 @@ func expectation(c printed) expect {
 		return expect{exitDenied, "role pair worker->gate is not allowed"}
 	case strings.Contains(c.line, "policy push") && strings.Contains(c.line, "worker"):
 		return expect{1, `"policy.write" is not allowed for role "worker"`}
+	case strings.Contains(c.line, "module list"):
+		return expect{0, "two-dc-hold"}
+	case strings.Contains(c.line, "job report "):
+		return expect{0, "accepted"}
+	case strings.Contains(c.line, "job reporters"):
+		return expect{0, "results"}
+	case strings.Contains(c.line, "module invoke"):
+		return expect{0, `"hold":true`}
 	case strings.Contains(c.line, "lease acquire"):
 		return expect{0, "token 1"}
 	case strings.Contains(c.line, "lease list"):

@@ -16,7 +16,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/coordinatord/coordinatord/client"
 	"github.com/coordinatord/coordinatord/engine"
+	examplemodules "github.com/coordinatord/coordinatord/examples/modules"
 	"github.com/coordinatord/coordinatord/internal/pki"
 	"github.com/coordinatord/coordinatord/server"
 )
@@ -91,7 +93,14 @@ It prints the commands to try next.`,
 				if err := s.WaitReady(ctx); err != nil {
 					return err
 				}
-				printDevHelp(cmd.OutOrStdout(), s.Addr(), dataDir, certs, keep)
+				if err := loadDevModules(ctx, s.Addr(), certs); err != nil {
+					return err
+				}
+				sinks := sinkDir
+				if sinks == "" {
+					sinks = filepath.Join(cfg.DataDir, "sinks")
+				}
+				printDevHelp(cmd.OutOrStdout(), s.Addr(), dataDir, certs, filepath.Join(sinks, "results.jsonl"), keep)
 				return nil
 			})
 		},
@@ -159,6 +168,38 @@ func loadPair(dir, name string) (tls.Certificate, error) {
 	return loadX509KeyPair(filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key"))
 }
 
+// devModules are the example modules a dev node starts with.
+var devModules = []struct {
+	name string
+	wasm []byte
+	opts client.ModuleOptions
+}{
+	{"results", examplemodules.CReporter, client.ModuleOptions{Kind: "reporter", Sinks: []string{"results=file:results.jsonl"}}},
+	{"two-dc-hold", examplemodules.GoCorrelation, client.ModuleOptions{Kind: "correlation"}},
+}
+
+// loadDevModules uploads the example modules through the API, as an admin
+// would, unless a kept data dir has them already.
+func loadDevModules(ctx context.Context, addr, certs string) error {
+	c, err := client.New(client.Config{
+		Addr: addr, CAFile: filepath.Join(certs, "ca.crt"),
+		CertFile: filepath.Join(certs, "admin.crt"), KeyFile: filepath.Join(certs, "admin.key"),
+	})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	for _, m := range devModules {
+		if _, err := c.GetModule(ctx, m.name, true); err == nil {
+			continue
+		}
+		if _, err := c.PutModule(ctx, m.name, m.wasm, m.opts); err != nil {
+			return fmt.Errorf("load example module %s: %w", m.name, err)
+		}
+	}
+	return nil
+}
+
 // selfCommand is how the user should run this binary again: "go run" when
 // it was built by go run into a temporary folder.
 func selfCommand() string {
@@ -172,7 +213,7 @@ func selfCommand() string {
 	return exe
 }
 
-func printDevHelp(w io.Writer, addr, dataDir, certs string, kept bool) {
+func printDevHelp(w io.Writer, addr, dataDir, certs, resultsFile string, kept bool) {
 	self := selfCommand()
 	c := func(name string) string { return filepath.Join(certs, name) }
 	removal := "removed on exit"
@@ -205,6 +246,12 @@ Try, in a second shell (the exports make you the admin):
   %s lease acquire job-1 --ttl 30s --cert %s --key %s
   %s lease list
 
+  # the example modules: a reporter writing to %s, a correlation module
+  %s module list
+  %s job report job-1 --workflow nightly --datacenter dc1 --source manager-1 --stats '{"rows":42}' --cert %s --key %s
+  %s job reporters job-1
+  %s module invoke two-dc-hold --event examples/modules/events/partition_detected.json
+
 Press Ctrl-C to stop.
 `, devNode, addr, devCluster, devEnv, devDatacenter, dataDir, removal,
 		addr, c("ca.crt"), c("admin.crt"), c("admin.key"),
@@ -213,5 +260,7 @@ Press Ctrl-C to stop.
 		self, self, self, self,
 		self, c("worker.crt"), c("worker.key"),
 		self, c("gate.crt"), c("gate.key"),
-		self)
+		self,
+		resultsFile,
+		self, self, c("manager.crt"), c("manager.key"), self, self)
 }
