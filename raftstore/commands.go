@@ -32,6 +32,10 @@ const (
 	// Wasm modules (modules.go).
 	opPutModule    = "module.put"
 	opDeleteModule = "module.delete"
+
+	// The correlation record (correlation.go), proposed only by the
+	// leader's correlation engine.
+	opPutCorrelation = "correlation.put"
 )
 
 // command is the envelope of one log entry: the version byte, then this

@@ -141,8 +141,12 @@ type Config struct {
 	// that is due, with the owner's datacenter; while it returns true the
 	// lease is held, not expired (the correlation engine's "delay eviction"
 	// during a partition). Hold start and end are logged once per lease.
-	// It runs on the expiry loop goroutine and must be quick; a panic is
-	// logged and counts as false. Nil never holds.
+	// The leader also asks it before proposing an acquire, renew or release
+	// of a lease that is out of time, so that such a command does not
+	// expire a held lease either: its owner may renew or release it, and
+	// another owner's acquire is refused as for a lease in time. It runs on
+	// the expiry loop and request goroutines, concurrently, and must be
+	// quick; a panic is logged and counts as false. Nil never holds.
 	Hold func(ownerDC string) bool
 
 	// MaxLeaseHold caps how long past its ExpiresAt a held lease is kept;

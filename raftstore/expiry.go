@@ -307,7 +307,7 @@ func (e *expirer) tick(ctx context.Context, held map[string]heldLease) (failed b
 	for job, h := range held {
 		if !dueJobs[job] {
 			delete(held, job)
-			e.logger.Info("lease hold ended: the lease was renewed, released or taken over", "job_id", job, "token", h.token, "held_for", now.Sub(h.since))
+			e.logger.Info("lease hold ended: the lease is no longer due (renewed, released, taken over, or given a grace when its datacenter was released)", "job_id", job, "token", h.token, "held_for", now.Sub(h.since))
 		}
 	}
 	for chunk := range slices.Chunk(expire, maxExpireBatch) {

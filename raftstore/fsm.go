@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -122,6 +123,10 @@ type fsm struct {
 
 	// lease feeds lease watchers and the expiry queue (lease_fsm.go).
 	lease leaseFeed
+
+	// corr caches the last committed correlation record (correlation.go);
+	// nil when none was ever committed.
+	corr atomic.Pointer[CorrelationRecord]
 }
 
 var _ raft.BatchingFSM = (*fsm)(nil)
@@ -136,6 +141,10 @@ func openFSM(dir string, logger *slog.Logger, onPolicies func(uint64, []policies
 	f := &fsm{dir: dir, logger: logger, onPolicies: onPolicies, db: db, applied: applied, appliedCh: make(chan struct{})}
 	f.revision.Store(rev)
 	if err := f.loadLeases(db); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	if err := f.loadCorrelation(db); err != nil {
 		_ = db.Close()
 		return nil, err
 	}
@@ -163,7 +172,8 @@ func openStateDB(path string) (db *bolt.DB, applied, rev uint64, err error) {
 		default:
 			return fmt.Errorf("schema %d is newer than this binary's %d", schema, stateSchema)
 		}
-		for _, b := range append(append([][]byte{bucketPolicies, bucketPolicyVersions}, leaseBuckets...), moduleBuckets...) {
+		buckets := slices.Concat([][]byte{bucketPolicies, bucketPolicyVersions}, leaseBuckets, moduleBuckets, correlationBuckets)
+		for _, b := range buckets {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -219,6 +229,9 @@ var ops = map[string]struct {
 	// Module ops report through OnModulesChanged (moduleOps).
 	opPutModule:    {applyPutModule, false},
 	opDeleteModule: {applyDeleteModule, false},
+
+	// The correlation record (correlation.go).
+	opPutCorrelation: {applyPutCorrelation, false},
 }
 
 // rejection marks an error as the deterministic outcome of a command (the
@@ -246,6 +259,11 @@ type batchEffects struct {
 	moduleSets  []moduleSet
 	leaseEvents []engine.LeaseEvent
 	activeDelta int
+	// queueLeases are lease changes only the expiry queue sees (a grace
+	// extends leases without a lease event).
+	queueLeases []engine.LeaseEvent
+	// correlation is the last correlation record the batch wrote.
+	correlation *CorrelationRecord
 }
 
 // Apply implements raft.FSM for a single entry; see the type's comment for
@@ -323,6 +341,7 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	}
 	f.modulesCommitted(&b)
 	f.leasesCommitted(&b)
+	f.correlationCommitted(&b)
 	// Advance only after the callbacks, so that LinearizableRead also
 	// implies the engine has seen everything up to the read index.
 	f.setApplied(b.last)
@@ -358,6 +377,10 @@ func (f *fsm) applyEntry(tx *bolt.Tx, l *raft.Log, b *batchEffects) (applyResult
 		res.value, res.err = se.result()
 		b.leaseEvents = append(b.leaseEvents, se.leaseEvents()...)
 		b.activeDelta += se.activeDelta()
+	}
+	if co, ok := v.(correlationOutcome); ok {
+		res.value = co.res
+		co.collect(b)
 	}
 	if op.policies {
 		// Read inside the transaction: it is the exact set this entry

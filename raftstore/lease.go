@@ -55,7 +55,8 @@ func (s *Store) AcquireLease(ctx context.Context, r engine.AcquireRequest) (engi
 	if _, _, err := limits.Acquire(nil, 0, r); err != nil {
 		return engine.Lease{}, s.errorf("acquire lease %q: %w", r.JobID, err)
 	}
-	body := acquireBody{JobID: r.JobID, Owner: r.Owner, OwnerID: r.OwnerID, OwnerDC: r.OwnerDC, TTL: r.TTL, Force: r.Force, Limits: limits}
+	body := acquireBody{JobID: r.JobID, Owner: r.Owner, OwnerID: r.OwnerID, OwnerDC: r.OwnerDC, TTL: r.TTL, Force: r.Force, Limits: limits,
+		Held: s.heldPastExpiry(r.JobID, r.At)}
 	return s.leaseWrite(ctx, "acquire", r.JobID, opAcquireLease, r.At, body)
 }
 
@@ -76,7 +77,7 @@ func (s *Store) RenewLease(ctx context.Context, r engine.RenewRequest) (engine.L
 			return engine.Lease{}, s.errorf("renew lease %q: %w", r.JobID, err)
 		}
 	}
-	body := renewBody{JobID: r.JobID, Owner: r.Owner, Token: r.Token, TTL: r.TTL, Limits: limits}
+	body := renewBody{JobID: r.JobID, Owner: r.Owner, Token: r.Token, TTL: r.TTL, Limits: limits, Held: s.heldPastExpiry(r.JobID, r.At)}
 	return s.leaseWrite(ctx, "renew", r.JobID, opRenewLease, r.At, body)
 }
 
@@ -87,7 +88,36 @@ func (s *Store) ReleaseLease(ctx context.Context, r engine.ReleaseRequest) (engi
 	if err := checkHolderRequest(r.JobID, r.Owner); err != nil {
 		return engine.Lease{}, s.errorf("release lease %q: %w", r.JobID, err)
 	}
-	return s.leaseWrite(ctx, "release", r.JobID, opReleaseLease, r.At, releaseBody{JobID: r.JobID, Owner: r.Owner, Token: r.Token})
+	body := releaseBody{JobID: r.JobID, Owner: r.Owner, Token: r.Token, Held: s.heldPastExpiry(r.JobID, r.At)}
+	return s.leaseWrite(ctx, "release", r.JobID, opReleaseLease, r.At, body)
+}
+
+// heldPastExpiry reports whether the job's lease, as this node's state
+// has it, is active, out of time at at, and held by Config.Hold within
+// MaxLeaseHold: the expiry loop keeps such a lease, and a command on it
+// must not expire it either (see heldView). A node that is not the leader
+// gets its write refused anyway, so its answer does not matter.
+func (s *Store) heldPastExpiry(jobID string, at time.Time) bool {
+	if s.cfg.Hold == nil {
+		return false
+	}
+	l, err := s.readLease(jobID)
+	if err != nil || l == nil || l.State != engine.LeaseActive || at.Before(l.ExpiresAt) {
+		return false
+	}
+	if s.cfg.MaxLeaseHold > 0 && at.Sub(l.ExpiresAt) >= s.cfg.MaxLeaseHold {
+		return false
+	}
+	held := false
+	func() {
+		defer func() {
+			if r := recover(); r != nil {
+				s.logger.Error("lease hold check panicked; the lease is not held", "job_id", jobID, "owner_dc", l.OwnerDC, "panic", r)
+			}
+		}()
+		held = s.cfg.Hold(l.OwnerDC)
+	}()
+	return held
 }
 
 func checkHolderRequest(jobID, owner string) error {

@@ -45,6 +45,9 @@ type acquireBody struct {
 	TTL     time.Duration      `json:"ttl,omitempty"`
 	Force   bool               `json:"force,omitempty"`
 	Limits  engine.LeaseLimits `json:"limits"`
+	// Held is set by a leader whose expiry hook holds the job's lease past
+	// its expiry (see heldView).
+	Held bool `json:"held,omitempty"`
 }
 
 type renewBody struct {
@@ -53,12 +56,14 @@ type renewBody struct {
 	Token  uint64             `json:"token"`
 	TTL    time.Duration      `json:"ttl,omitempty"`
 	Limits engine.LeaseLimits `json:"limits"`
+	Held   bool               `json:"held,omitempty"`
 }
 
 type releaseBody struct {
 	JobID string `json:"job_id"`
 	Owner string `json:"owner"`
 	Token uint64 `json:"token"`
+	Held  bool   `json:"held,omitempty"`
 }
 
 // expireBody is one batch of the expiry loop: the leases it found out of
@@ -205,6 +210,7 @@ func applyAcquireLease(tx *bolt.Tx, c command) (any, error) {
 		return nil, err
 	}
 	last := getUint64(tx.Bucket(bucketLeaseTokens), []byte(body.JobID))
+	cur = heldView(cur, body.Held, c.At)
 	l, evs, err := body.Limits.Acquire(cur, last, engine.AcquireRequest{
 		JobID: body.JobID, Owner: body.Owner, OwnerID: body.OwnerID, OwnerDC: body.OwnerDC,
 		TTL: body.TTL, Force: body.Force, At: c.At,
@@ -224,6 +230,7 @@ func applyRenewLease(tx *bolt.Tx, c command) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	cur = heldView(cur, body.Held, c.At)
 	l, evs, err := body.Limits.Renew(cur, engine.RenewRequest{
 		JobID: body.JobID, Owner: body.Owner, Token: body.Token, TTL: body.TTL, At: c.At,
 	})
@@ -242,8 +249,30 @@ func applyReleaseLease(tx *bolt.Tx, c command) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	l, evs, err := engine.Release(cur, engine.ReleaseRequest{JobID: body.JobID, Owner: body.Owner, Token: body.Token, At: c.At})
+	view := heldView(cur, body.Held, c.At)
+	l, evs, err := engine.Release(view, engine.ReleaseRequest{JobID: body.JobID, Owner: body.Owner, Token: body.Token, At: c.At})
+	if view != cur && err == nil {
+		l.ExpiresAt = cur.ExpiresAt // released, not extended
+	}
 	return storeLeaseChange(tx, c.index, cur, l, evs, err)
+}
+
+// heldView is the lease the rules see for a command whose proposer held
+// the job's lease past its expiry (its owner's datacenter is held by the
+// correlation engine, Config.Hold): the rules expire an active lease that
+// is out of time before anything else, which would end a held lease the
+// moment anyone touched it, and hand a job that must not fail over to
+// another owner. Seen through heldView, such a lease is still in time: its
+// owner can renew or release it, and another owner's acquire is refused
+// (unless forced). The proposer decides, and says so in the command, so
+// that every node applies the same thing.
+func heldView(cur *engine.Lease, held bool, at time.Time) *engine.Lease {
+	if !held || cur == nil || cur.State != engine.LeaseActive || at.Before(cur.ExpiresAt) {
+		return cur
+	}
+	v := *cur
+	v.ExpiresAt = at.Add(time.Nanosecond)
+	return &v
 }
 
 // applyExpireLeases expires each listed lease that is still expirable and

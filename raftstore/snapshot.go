@@ -147,6 +147,11 @@ func (f *fsm) restore(r io.Reader) (*policySet, error) {
 		f.fail(err)
 		return nil, err
 	}
+	if err := f.loadCorrelation(db); err != nil {
+		err = fmt.Errorf("restore: read correlation record: %w", err)
+		f.fail(err)
+		return nil, err
+	}
 	f.revision.Store(rev)
 	f.setApplied(applied)
 	f.logger.Info("state restored from snapshot", "applied_index", applied, "policy_revision", rev)
