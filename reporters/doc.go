@@ -12,7 +12,11 @@
 // # Flow
 //
 // A reporting peer POSTs a job's result to the Raft leader, which submits it
-// to its Pipeline; the leader also submits the committed lease events. The
+// to its Pipeline; the leader also submits the committed lease events, and
+// the correlation events its engine decides (partition_detected,
+// partition_healed, severity_changed: the same bytes its correlation
+// modules receive) to the reporters that export coordinatord_on_correlation.
+// The
 // Pipeline keeps a bounded queue (Config.QueueSize) served by
 // Config.Workers goroutines. Each event goes to every installed reporter
 // module (Registry) that exports the event's handler; each call's output is

@@ -34,6 +34,22 @@ type LeaseEvent struct {
 	Index uint64
 }
 
+// CorrelationEvent is one correlation event the Raft leader decided
+// (partition_detected, partition_healed, severity_changed), already encoded:
+// reporters receive the same bytes the correlation modules received.
+type CorrelationEvent struct {
+	// Type is the event's type and Episode its episode id; results of
+	// correlation events are kept by episode.
+	Type    string
+	Episode string
+	// Datacenters (the affected ones) and JobIDs (of the held leases) are
+	// what a failure report names.
+	Datacenters []string
+	JobIDs      []string
+	// Event is the ABI JSON (wasm.NewCorrelationCall's Event).
+	Event []byte
+}
+
 // The ABI JSON of the two events; field order follows wasm/ABI.md.
 type jobResultJSON struct {
 	Kind       string          `json:"kind"`

@@ -6,6 +6,8 @@ import "github.com/prometheus/client_golang/prometheus"
 const (
 	// DropLeaseEvent: a lease event found the queue full.
 	DropLeaseEvent = "lease_event"
+	// DropCorrelation: a correlation event found the queue full.
+	DropCorrelation = "correlation"
 	// DropShutdown: an event was still queued when Close gave up waiting.
 	DropShutdown = "shutdown"
 	// DropResultsEvicted: a job's results were evicted from Results.
@@ -67,7 +69,7 @@ func newMetrics(depth func() float64, capacity int) *metrics {
 		}, []string{"type"}),
 	}
 	m.queueCap.Set(float64(capacity))
-	for _, s := range []string{DropLeaseEvent, DropShutdown, DropResultsEvicted, DropResultsOverflow} {
+	for _, s := range []string{DropLeaseEvent, DropCorrelation, DropShutdown, DropResultsEvicted, DropResultsOverflow} {
 		m.dropped.WithLabelValues(s)
 	}
 	for _, k := range []string{KindJobResult, KindLeaseEvent} {

@@ -28,14 +28,15 @@ const dropLogEvery = time.Second
 // event is one queued event and the reporters it goes to.
 type event struct {
 	seq        uint64
-	kind       string // KindJobResult or KindLeaseEvent
+	kind       string // KindJobResult, KindLeaseEvent or KindCorrelation
 	handler    string
 	jobID      string
 	datacenter string
 	eventType  string // a lease event's type
 	body       []byte
 	targets    []Reporter
-	// jobIDs and datacenters are the Invocation's, built once per event.
+	// jobIDs and datacenters are the Invocation's, built once per event
+	// (from jobID and datacenter unless the submitter set them).
 	jobIDs, datacenters []string
 }
 
@@ -88,8 +89,8 @@ func New(cfg Config, invoker Invoker, registry Registry) (*Pipeline, error) {
 	}
 	p.sinks = newSinkSet(&p.cfg)
 	p.metrics = newMetrics(func() float64 { return float64(len(p.queue)) }, cfg.QueueSize)
-	p.results = make(map[string]*Results, 2)
-	for _, kind := range []string{KindJobResult, KindLeaseEvent} {
+	p.results = make(map[string]*Results, 3)
+	for _, kind := range []string{KindJobResult, KindLeaseEvent, KindCorrelation} {
 		p.results[kind] = newResults(cfg.ResultJobs, cfg.ResultsPerJob,
 			func() { p.metrics.dropped.WithLabelValues(DropResultsEvicted).Inc() },
 			func() { p.metrics.dropped.WithLabelValues(DropResultsOverflow).Inc() })
@@ -197,6 +198,42 @@ func (p *Pipeline) SubmitLeaseEvent(le LeaseEvent) error {
 	return err
 }
 
+// SubmitCorrelationEvent queues a correlation event for every reporter
+// that exports coordinatord_on_correlation. Like a lease event it cannot be
+// refused: one that finds the queue full is dropped, counted in
+// coordinatord_reporter_dropped_total{source="correlation"}, and
+// ErrQueueFull is returned for the caller's information. Results are kept
+// by episode (CorrelationResults).
+func (p *Pipeline) SubmitCorrelationEvent(ce CorrelationEvent) error {
+	targets := p.targets(HandlerCorrelation)
+	if len(targets) == 0 {
+		return p.checkOpen()
+	}
+	if len(ce.Event) == 0 || ce.Episode == "" {
+		return fmt.Errorf("%w: a correlation event needs its episode and its JSON", ErrInvalidEvent)
+	}
+	ev := &event{
+		kind: KindCorrelation, handler: HandlerCorrelation, jobID: ce.Episode, eventType: ce.Type,
+		body: ce.Event, targets: targets, datacenters: ce.Datacenters, jobIDs: ce.JobIDs,
+	}
+	if ev.jobIDs == nil {
+		ev.jobIDs = []string{}
+	}
+	err := p.enqueue(ev)
+	if errors.Is(err, ErrQueueFull) {
+		p.metrics.dropped.WithLabelValues(DropCorrelation).Inc()
+		p.log.Warn("reporter queue full: a correlation event was dropped (see coordinatord_reporter_dropped_total)",
+			"event", ce.Type, "episode", ce.Episode, "datacenters", ce.Datacenters, "queue_size", cap(p.queue))
+	}
+	return err
+}
+
+// CorrelationResults returns the recorded results of the correlation
+// events of an episode (nil if none), sorted by reporter.
+func (p *Pipeline) CorrelationResults(episode string) []Result {
+	return p.results[KindCorrelation].Job(episode)
+}
+
 func (p *Pipeline) warnDrop(le LeaseEvent) {
 	now := time.Now().UnixNano()
 	last := p.lastDropLog.Load()
@@ -220,8 +257,10 @@ func (p *Pipeline) checkOpen() error {
 // with ErrQueueFull or ErrClosed without recording anything.
 func (p *Pipeline) enqueue(ev *event) error {
 	ev.seq = p.seq.Add(1)
-	ev.jobIDs = []string{ev.jobID}
-	if ev.datacenter != "" {
+	if ev.jobIDs == nil {
+		ev.jobIDs = []string{ev.jobID}
+	}
+	if ev.datacenters == nil && ev.datacenter != "" {
 		ev.datacenters = []string{ev.datacenter}
 	}
 	p.closeMu.RLock()

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -378,4 +379,61 @@ func metricValue(t *testing.T, c prometheus.Metric) float64 {
 	}
 	t.Fatalf("metric %v is neither a counter nor a gauge", c.Desc())
 	return 0
+}
+
+// A correlation event goes to the reporters that export its handler, with
+// the affected datacenters and held jobs for failure reports, and its
+// results are kept by episode.
+func TestACorrelationEventReachesOnlyTheReportersThatExportItsHandler(t *testing.T) {
+	cfg := testConfig(t)
+	var seen atomic.Pointer[Invocation]
+	inv := &funcInvoker{fns: map[string]func(context.Context, Invocation) Outcome{
+		"partitions": func(ctx context.Context, in Invocation) Outcome {
+			seen.Store(&in)
+			return echoTo("results")(ctx, in)
+		},
+		"jobs-only": echoTo("results"),
+	}}
+	reg := RegistryFunc(func() []Reporter {
+		return []Reporter{
+			reporter("jobs-only", both, "results=file:jobs.jsonl"),
+			reporter("partitions", append([]string{HandlerCorrelation}, both...), "results=file:partitions.jsonl"),
+		}
+	})
+	p, err := New(cfg, inv, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := []byte(`{"kind":"correlation","type":"partition_detected","episode":"ep-1"}`)
+	err = p.SubmitCorrelationEvent(CorrelationEvent{Type: "partition_detected", Episode: "ep-1",
+		Datacenters: []string{"dc3", "dc4"}, JobIDs: []string{"job-7"}, Event: body})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the partitions reporter's result", func() bool {
+		rs := p.CorrelationResults("ep-1")
+		return len(rs) == 1 && rs[0].Status == StatusOK
+	})
+	rs := p.CorrelationResults("ep-1")
+	if rs[0].Reporter != "partitions" || rs[0].Event != KindCorrelation || rs[0].EventType != "partition_detected" || rs[0].Records != 1 {
+		t.Errorf("result %+v", rs[0])
+	}
+	in := seen.Load()
+	if in.Handler != HandlerCorrelation || in.Kind != KindCorrelation || string(in.Event) != string(body) ||
+		strings.Join(in.Datacenters, ",") != "dc3,dc4" || strings.Join(in.JobIDs, ",") != "job-7" {
+		t.Errorf("invocation %+v", in)
+	}
+	if err := p.SubmitCorrelationEvent(CorrelationEvent{Type: "partition_healed"}); !errors.Is(err, ErrInvalidEvent) {
+		t.Errorf("an event without its episode or JSON: %v", err)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	lines := readLines(t, filepath.Join(cfg.SinkDir, "partitions.jsonl"))
+	if len(lines) != 1 || lines[0] != string(body) {
+		t.Errorf("partitions sink: %q", lines)
+	}
+	if _, err := os.Stat(filepath.Join(cfg.SinkDir, "jobs.jsonl")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a reporter without the handler wrote to its sink: %v", err)
+	}
 }

@@ -6,16 +6,19 @@ import (
 	"time"
 )
 
-// The ABI v1 reporter handlers (wasm/ABI.md).
+// The ABI v1 reporter handlers (wasm/ABI.md). A reporter may export
+// HandlerCorrelation too, to receive the correlation events.
 const (
-	HandlerJobResult  = "coordinatord_on_job_result"
-	HandlerLeaseEvent = "coordinatord_on_lease_event"
+	HandlerJobResult   = "coordinatord_on_job_result"
+	HandlerLeaseEvent  = "coordinatord_on_lease_event"
+	HandlerCorrelation = "coordinatord_on_correlation"
 )
 
 // Event kinds, as in the ABI's "kind" field.
 const (
-	KindJobResult  = "job_result"
-	KindLeaseEvent = "lease_event"
+	KindJobResult   = "job_result"
+	KindLeaseEvent  = "lease_event"
+	KindCorrelation = "correlation"
 )
 
 // Reporter is one installed reporter module as the pipeline sees it.
@@ -61,10 +64,11 @@ func (f RegistryFunc) Reporters() []Reporter { return f() }
 
 // Invocation is one handler call the pipeline asks for.
 type Invocation struct {
-	// Handler is HandlerJobResult or HandlerLeaseEvent.
+	// Handler is HandlerJobResult, HandlerLeaseEvent or
+	// HandlerCorrelation.
 	Handler string
-	// Kind is the event's kind (KindJobResult, KindLeaseEvent), for the
-	// sandbox's trap reports.
+	// Kind is the event's kind (KindJobResult, KindLeaseEvent,
+	// KindCorrelation), for the sandbox's trap reports.
 	Kind string
 	// Event is the event's ABI JSON. The invoker must not keep it.
 	Event []byte

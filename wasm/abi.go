@@ -58,15 +58,28 @@ const (
 )
 
 // HandlersOf returns the handlers a module of kind k may export, in ABI
-// order; nil for an unknown kind.
+// order; nil for an unknown kind. A reporter may also export
+// coordinatord_on_correlation, to receive the correlation events that
+// correlation modules receive (its output is a reporter's: records).
 func HandlersOf(k Kind) []string {
 	switch k {
 	case KindCorrelation:
 		return []string{HandlerCorrelation}
 	case KindReporter:
-		return []string{HandlerJobResult, HandlerLeaseEvent}
+		return []string{HandlerJobResult, HandlerLeaseEvent, HandlerCorrelation}
 	}
 	return nil
+}
+
+// MainHandlersOf returns the handlers of which a module of kind k must
+// export at least one: HandlersOf without a reporter's optional
+// coordinatord_on_correlation, so that a correlation module uploaded as a
+// reporter by mistake is refused rather than run as a reporter.
+func MainHandlersOf(k Kind) []string {
+	if k == KindReporter {
+		return []string{HandlerJobResult, HandlerLeaseEvent}
+	}
+	return HandlersOf(k)
 }
 
 // HandlerFor returns the handler that receives events of eventKind, or "".

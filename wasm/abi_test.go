@@ -13,7 +13,13 @@ func TestHandlersOf(t *testing.T) {
 	if got := HandlersOf(KindCorrelation); !slices.Equal(got, []string{HandlerCorrelation}) {
 		t.Fatal(got)
 	}
-	if got := HandlersOf(KindReporter); !slices.Equal(got, []string{HandlerJobResult, HandlerLeaseEvent}) {
+	if got := HandlersOf(KindReporter); !slices.Equal(got, []string{HandlerJobResult, HandlerLeaseEvent, HandlerCorrelation}) {
+		t.Fatal(got)
+	}
+	if got := MainHandlersOf(KindReporter); !slices.Equal(got, []string{HandlerJobResult, HandlerLeaseEvent}) {
+		t.Fatal(got)
+	}
+	if got := MainHandlersOf(KindCorrelation); !slices.Equal(got, []string{HandlerCorrelation}) {
 		t.Fatal(got)
 	}
 	if HandlersOf("x") != nil || HandlerFor("x") != "" || HandlerFor(EventLeaseEvent) != HandlerLeaseEvent {

@@ -295,8 +295,8 @@ func checkABI(kind Kind, cm wazero.CompiledModule, raw []rawImport, host hostFun
 		}
 		handlers = append(handlers, h)
 	}
-	if len(handlers) == 0 {
-		detail := fmt.Sprintf("a %s module must export %s", kind, strings.Join(HandlersOf(kind), " or "))
+	if !slices.ContainsFunc(handlers, func(h string) bool { return slices.Contains(MainHandlersOf(kind), h) }) {
+		detail := fmt.Sprintf("a %s module must export %s", kind, strings.Join(MainHandlersOf(kind), " or "))
 		for _, h := range allHandlers {
 			if _, ok := funcs[h]; ok {
 				detail += fmt.Sprintf("; it exports %s: was it meant to be uploaded as another kind?", h)

@@ -28,7 +28,7 @@ type example struct {
 }
 
 var examples = []example{
-	{"go-reporter", []string{"coordinatord_on_job_result", "coordinatord_on_lease_event"},
+	{"go-reporter", []string{"coordinatord_on_job_result", "coordinatord_on_lease_event", "coordinatord_on_correlation"},
 		[]string{"examples/modules/go-reporter", "wasm/guest"}},
 	{"go-correlation", []string{"coordinatord_on_correlation"},
 		[]string{"examples/modules/go-correlation", "wasm/guest"}},

@@ -109,6 +109,26 @@ func TestSandboxReporters(t *testing.T) {
 	}
 }
 
+// The Go reporter also exports coordinatord_on_correlation: it gets the
+// correlation modules' event and writes it to its sink.
+func TestSandboxGoReporterRecordsCorrelationEvents(t *testing.T) {
+	sb := newSandbox(t, map[string]wasm.Kind{"go-reporter": wasm.KindReporter})
+	res := sb.Call(context.Background(), "go-reporter", must(wasm.NewCorrelationCall(sampleCorrelation("dc3", "dc4", "dc5"))))
+	if res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	recs, err := wasm.ParseReporterOutput(res.Output, []string{"results"})
+	if err != nil || len(recs) != 1 {
+		t.Fatalf("%v, output %s", err, res.Output)
+	}
+	want := `{"event":"correlation","type":"partition_detected","episode":"ep-42","severity":"medium","previous_severity":"low",` +
+		`"affected_datacenters":["dc3","dc4","dc5"],"healthy_datacenters":["dc1","dc2"],"held_jobs":["job-7"],` +
+		`"held_leases":[{"job_id":"job-7","owner":"gate-3","owner_dc":"dc3","token":12}],"time":"2026-11-27T10:00:00.123456789Z"}`
+	if string(recs[0].Data) != want {
+		t.Errorf("record\n%s\nwant\n%s", recs[0].Data, want)
+	}
+}
+
 func TestSandboxGoCorrelation(t *testing.T) {
 	sb := newSandbox(t, map[string]wasm.Kind{"go-correlation": wasm.KindCorrelation})
 	ctx := context.Background()

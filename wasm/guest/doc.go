@@ -13,6 +13,9 @@
 //   - jobresult.Handle   (kind reporter, events of type JobResult)
 //   - leaseevent.Handle  (kind reporter, events of type LeaseEvent)
 //   - correlation.Handle (kind correlation, events of type CorrelationEvent)
+//   - correlationreport.Handle (kind reporter, optional: the same
+//     CorrelationEvent, answered with records like the other reporter
+//     handlers)
 //
 // Importing a handler package is what exports its handler
 // (coordinatord_on_job_result, coordinatord_on_lease_event,
