@@ -86,6 +86,18 @@ func (c *Correlator) MemberUpdate(at time.Time, node, dc string, state MemberSta
 	return c.evaluate(now)
 }
 
+// MemberNames returns the members the engine counts (not left), sorted, so
+// that a caller resynchronising from a member list can tell which ones the
+// list no longer has.
+func (c *Correlator) MemberNames() []string {
+	names := make([]string, 0, len(c.members))
+	for name := range c.members {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	return names
+}
+
 // RTT records a round-trip time sample to a member of dc.
 func (c *Correlator) RTT(at time.Time, dc string, rtt time.Duration) []CorrelationEvent {
 	now := c.advance(at)

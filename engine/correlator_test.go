@@ -381,3 +381,11 @@ func BenchmarkCorrelationUpdate(b *testing.B) {
 		i++
 	}
 }
+
+func TestMemberNamesListsTheCountedMembersSorted(t *testing.T) {
+	w := newWorld(t, map[string]int{"dc2": 1, "dc1": 2})
+	w.record(w.c.MemberUpdate(w.now, memberName("dc1", 1), "dc1", MemberLeft))
+	if got := strings.Join(w.c.MemberNames(), ","); got != "dc1-m0,dc2-m0" {
+		t.Fatalf("MemberNames = %s", got)
+	}
+}

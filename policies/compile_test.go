@@ -348,7 +348,7 @@ func TestThePerDatacenterExampleNeverAllowsWhatTheDefaultDenies(t *testing.T) {
 	actions := []string{"connect", "raft", "gossip", "admission.check", "metrics.read", "policy.read",
 		"policy.write", "policy.delete", "decisions.read", "cluster.join", "cluster.read", "cluster.write",
 		"lease.acquire", "lease.renew", "lease.release", "lease.read", "lease.check", "lease.force",
-		"module.read", "module.invoke", "module.write", "job.report", "job.read", "bogus"}
+		"module.read", "module.invoke", "module.write", "job.report", "job.read", "datacenter.read", "bogus"}
 	sameDCAgree := 0
 	for _, s := range roles {
 		for _, tg := range roles {

@@ -27,6 +27,12 @@ type peerNode struct {
 // startPeer starts node id with the CA ca; bootstrap or join it afterwards.
 func startPeer(t *testing.T, ca *pki.CA, id string, bootstrap bool) *peerNode {
 	t.Helper()
+	return startPeerWith(t, ca, id, bootstrap, nil)
+}
+
+// startPeerWith is startPeer with a change to the node's configuration.
+func startPeerWith(t *testing.T, ca *pki.CA, id string, bootstrap bool, edit func(*Config)) *peerNode {
+	t.Helper()
 	n := &testNode{t: t, ca: ca, dir: t.TempDir(), cert: issue(t, ca, engine.RoleCoordinator, id, true)}
 	cfg := DefaultConfig()
 	cfg.NodeID = id
@@ -42,6 +48,9 @@ func startPeer(t *testing.T, ca *pki.CA, id string, bootstrap bool) *peerNode {
 	cfg.Raft.HeartbeatTimeout = 200 * time.Millisecond
 	cfg.Raft.ElectionTimeout = 200 * time.Millisecond
 	cfg.Raft.LeaderLeaseTimeout = 100 * time.Millisecond
+	if edit != nil {
+		edit(&cfg)
+	}
 	srv, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)

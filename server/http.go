@@ -47,6 +47,7 @@ func (s *Server) routes() http.Handler {
 	s.leaseRoutes(handle)
 	s.moduleRoutes(handle)
 	s.jobRoutes(handle)
+	s.correlationRoutes(handle)
 	mux.Handle("/", s.serve(nil))
 	return mux
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/coordinatord/coordinatord/policies"
 	"github.com/coordinatord/coordinatord/raftstore"
 	"github.com/coordinatord/coordinatord/reporters"
+	"github.com/coordinatord/coordinatord/swim"
 	"github.com/coordinatord/coordinatord/wasm"
 )
 
@@ -70,8 +71,8 @@ type Config struct {
 	// Bootstrap makes this node the first voter of a new cluster and
 	// installs the default policy when the store is empty.
 	Bootstrap bool
-	// Raft tunes the store; NodeID, DataDir, Bootstrap, Logger and the
-	// policy hook are set from this Config.
+	// Raft tunes the store; NodeID, DataDir, Bootstrap, Logger, the
+	// hooks and (unless set) Clock are set from this Config.
 	Raft raftstore.Config
 	// Clock is the node's only source of time.
 	Clock func() time.Time
@@ -93,6 +94,25 @@ type Config struct {
 	// empty SinkDir means DataDir/sinks; Clock and Logger default to the
 	// node's.
 	Reporters reporters.Config
+	// Gossip, if set, makes the node a member of the gossip pool (SWIM):
+	// New starts the member with this configuration, and Close leaves the
+	// pool and shuts it down. The server sets Meta (its node id, the
+	// datacenter of its certificate, role coordinator; a Meta.Version given
+	// here is kept), NodeName, and Clock and Logger when nil. A node without
+	// gossip does not observe datacenters, and does not run the correlation
+	// engine when it leads.
+	Gossip *swim.Config
+	// Membership, if set instead of Gossip, is the node's gossip
+	// membership, owned (started and stopped) by the caller: tests inject
+	// a fake here.
+	Membership swim.Membership
+	// Correlation holds the correlation engine's thresholds
+	// (engine.DefaultCorrelationConfig's reference defaults).
+	Correlation engine.CorrelationConfig
+	// CorrelationInterval is how often the leader's engine ticks: time-based
+	// transitions (confirmations, cooldowns, the notification backoff) and
+	// the hold cap are noticed within it.
+	CorrelationInterval time.Duration
 }
 
 // DefaultConfig returns the configuration of a node that sets nothing but
@@ -108,6 +128,10 @@ func DefaultConfig() Config {
 		DecisionLogSize:   engine.DefaultDecisionLogSize,
 		DecisionCacheSize: 10000,
 		Reporters:         reporters.DefaultConfig(),
+		Correlation:       engine.DefaultCorrelationConfig(),
+		// A second: the engine's confirmations and windows are seconds to
+		// minutes long.
+		CorrelationInterval: time.Second,
 	}
 }
 
@@ -130,6 +154,10 @@ type Server struct {
 	// reporters dispatches job results and lease events to reporter
 	// modules (jobs_dispatch.go).
 	reporters *reporterState
+	// corr is the gossip membership and the correlation engine
+	// (correlation*.go); storeRef is the store for the expiry hook.
+	corr     *correlationState
+	storeRef storeRef
 
 	listener net.Listener
 	http     *http.Server
@@ -189,8 +217,15 @@ func New(cfg Config) (*Server, error) {
 	rc.DataDir = cfg.DataDir
 	rc.Bootstrap = cfg.Bootstrap
 	rc.Logger = cfg.Logger
+	if rc.Clock == nil {
+		// The node's only source of time: leases and their expiry too.
+		rc.Clock = cfg.Clock
+	}
 	rc.OnPoliciesChanged = s.loadPolicies
 	rc.OnModulesChanged = s.modules.submit
+	// The expiry hook reads the committed correlation record, on whichever
+	// node leads.
+	rc.Hold = s.holdLease
 	if rc.Transport, err = s.openTransport(); err != nil {
 		eng.Close()
 		_ = s.closeModules()
@@ -204,6 +239,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("node %s: open store in %s: %w", cfg.NodeID, cfg.DataDir, err)
 	}
 	s.store = store
+	s.storeRef.p.Store(store)
 	s.startModules()
 	s.metrics = newServerMetrics(store)
 	s.registry.MustRegister(em.Collectors()...)
@@ -211,6 +247,9 @@ func New(cfg Config) (*Server, error) {
 	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if err := s.openReporters(s.reporterBackends()); err != nil {
 		return nil, errors.Join(fmt.Errorf("node %s: reporters: %w", cfg.NodeID, err), s.Close())
+	}
+	if err := s.openCorrelation(); err != nil {
+		return nil, errors.Join(err, s.Close())
 	}
 	return s, nil
 }
@@ -235,6 +274,13 @@ func validate(cfg *Config) error {
 		return fmt.Errorf("config: max body bytes %d must be positive", cfg.MaxBodyBytes)
 	case cfg.MaxModuleBytes <= 0 || cfg.MaxModuleBytes > raftstore.MaxModuleBytes:
 		return fmt.Errorf("config: max module bytes %d must be in 1..%d", cfg.MaxModuleBytes, raftstore.MaxModuleBytes)
+	case cfg.Gossip != nil && cfg.Membership != nil:
+		return errors.New("config: Gossip and Membership exclude each other: give the configuration of a member to start, or a membership")
+	case cfg.CorrelationInterval <= 0:
+		return fmt.Errorf("config: correlation interval %s must be positive", cfg.CorrelationInterval)
+	}
+	if err := cfg.Correlation.Validate(); err != nil {
+		return fmt.Errorf("config: %w", err)
 	}
 	return cfg.Identity.Validate()
 }
@@ -313,6 +359,7 @@ func (s *Server) Start() error {
 	}()
 	s.startRegistration()
 	s.startReporters()
+	s.startCorrelation()
 	s.log.Info("serving", "addr", ln.Addr().String(), "self", s.self.SPIFFEID, "bootstrap", s.cfg.Bootstrap)
 	return nil
 }
@@ -400,6 +447,11 @@ func (s *Server) Close() error {
 		}
 		s.stopRegistration()
 		var errs []error
+		// The engine submits to the reporters and reads the store: stop it
+		// first, then leave the gossip pool.
+		if err := s.closeCorrelation(); err != nil {
+			errs = append(errs, fmt.Errorf("close gossip: %w", err))
+		}
 		if s.http != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			if err := s.http.Shutdown(ctx); err != nil {

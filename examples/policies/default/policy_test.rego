@@ -67,6 +67,7 @@ api_callers := {
 	"module.write": {"admin"},
 	"job.report": {"admin", "gate", "manager"},
 	"job.read": (peer_roles | {"admin"}),
+	"datacenter.read": (peer_roles | {"admin"}),
 }
 
 every_action := {"connect", "raft", "gossip", "no.such.action"} | {a | some a, _ in api_callers}
@@ -184,6 +185,14 @@ test_every_job_role_may_read_reporter_results_but_a_coordinator_may_not if {
 		admission.allow with input as request(role, "coordinator", "job.read")
 	}
 	not admission.allow with input as request("coordinator", "coordinator", "job.read")
+}
+
+test_every_job_role_may_read_datacenters_and_members_but_a_coordinator_may_not if {
+	every role in peer_roles {
+		admission.allow with input as request(role, "coordinator", "datacenter.read")
+	}
+	admission.allow with input as request("admin", "coordinator", "datacenter.read")
+	not admission.allow with input as request("coordinator", "coordinator", "datacenter.read")
 }
 
 test_only_admin_may_force_a_lease_or_write_a_module if {

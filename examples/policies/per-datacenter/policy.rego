@@ -65,6 +65,9 @@ api_actions := {
 	"module.write": {"admin"},
 	"job.report": {"admin", "gate", "manager"},
 	"job.read": {"admin", "client", "gate", "manager", "worker"},
+	# Datacenter states, partitions and held leases (/v1/datacenters), and
+	# the gossip members (/v1/members).
+	"datacenter.read": {"admin", "client", "gate", "manager", "worker"},
 }
 
 # Edit to name your operations datacenters: admins elsewhere are refused.

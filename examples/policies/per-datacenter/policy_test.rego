@@ -47,7 +47,7 @@ crossing_pairs := {["gate", "gate"], ["manager", "manager"], ["coordinator", "co
 sample_actions := {
 	"connect", "raft", "gossip", "admission.check", "policy.write", "cluster.join",
 	"lease.acquire", "lease.check", "lease.force", "module.invoke",
-	"job.report", "job.read", "no.such.action",
+	"job.report", "job.read", "datacenter.read", "no.such.action",
 }
 
 # --- within one datacenter: as the default policy -----------------------------

@@ -1,0 +1,426 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/coordinatord/coordinatord/engine"
+	"github.com/coordinatord/coordinatord/raftstore"
+	"github.com/coordinatord/coordinatord/reporters"
+	"github.com/coordinatord/coordinatord/swim"
+	"github.com/coordinatord/coordinatord/wasm"
+)
+
+// The correlation engine on the leader.
+//
+// What is committed. After every input the leader derives the view it wants
+// the cluster to see from the engine's status and the modules' decision:
+// severity, the episode, each datacenter's state and since, the held set,
+// its cap (HoldUntil) and who decided it. When that view differs from the
+// last committed record, or the engine reported events, it commits one
+// record with the new view and the events (raftstore.PutCorrelation). A
+// record that releases held datacenters carries them in Grace, so that the
+// same entry gives their leases one TTL. A commit that fails is retried on
+// the next input or tick with the events accumulated meanwhile; module
+// calls are never repeated for it.
+//
+// The held set. By default it is the episode's datacenters (every
+// datacenter down while the episode lasted and not healthy again). On
+// partition_detected and severity_changed the correlation modules may
+// decide otherwise (correlation_modules.go); their decision stands until
+// the next such event, and with no valid vote the built-in decision comes
+// back. The cap is the episode's detection plus the maximum lease hold
+// (raftstore.Config.MaxLeaseHold): no module moves it.
+//
+// A new leader reads the committed record (after a read barrier, so it has
+// applied everything its predecessor committed), restores the episode into
+// a fresh engine (engine.Correlator.Restore: no second partition_detected,
+// the same datacenters held), keeps a module decision it finds, seeds the
+// engine with its own member list, and goes on from there.
+
+// farFuture is HoldUntil when no cap is configured (MaxLeaseHold 0).
+var farFuture = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// commitRetryPause spaces attempts to commit a record after a failure.
+const commitRetryPause = time.Second
+
+// moduleDecision is the correlation modules' decision for an episode.
+type moduleDecision struct {
+	decision raftstore.HoldDecision
+	// held is the held set when decision.Hold (sorted).
+	held []string
+}
+
+// leaderCorrelator is the engine while this node leads. Only the
+// correlation loop's goroutine uses it.
+type leaderCorrelator struct {
+	s   *Server
+	cor *engine.Correlator
+	log *slog.Logger
+	// committed is the last committed record, by this node or an earlier
+	// leader; nil if none ever was.
+	committed *raftstore.CorrelationRecord
+	// pending are events decided and not committed yet.
+	pending []engine.CorrelationEvent
+	// mod is the modules' decision for the current episode; nil means the
+	// built-in one.
+	mod *moduleDecision
+	// reports are the correlation events for reporters, submitted once
+	// committed.
+	reports []reporters.CorrelationEvent
+	// capLogged is the episode whose cap this leader has logged.
+	capLogged string
+	// retryAt is when a failed commit may be tried again.
+	retryAt time.Time
+	// lost is set when a commit found this node no longer leads.
+	lost bool
+}
+
+// startLeading builds the engine of a new leader, or returns nil when the
+// committed state cannot be read yet (the loop tries again).
+func (s *Server) startLeading(ctx context.Context) *leaderCorrelator {
+	rctx, cancel := context.WithTimeout(ctx, s.cfg.Raft.ApplyTimeout)
+	err := s.store.LinearizableRead(rctx)
+	cancel()
+	if err != nil {
+		if ctx.Err() == nil {
+			s.log.Debug("correlation engine not started yet: cannot confirm the committed state", "error", err)
+		}
+		return nil
+	}
+	cor, err := engine.NewCorrelator(s.cfg.Correlation)
+	if err != nil { // validated by New
+		s.log.Error("correlation engine not started", "error", err)
+		return nil
+	}
+	l := &leaderCorrelator{s: s, cor: cor, log: s.log.With("component", "correlation"), committed: s.store.Correlation()}
+	now := s.clock()
+	restored := ""
+	if rec := l.committed; rec != nil && rec.Episode != nil {
+		cor.Restore(now, *rec.Episode)
+		restored = rec.Episode.ID
+		if rec.Decision.Source == raftstore.DecisionModules {
+			l.mod = &moduleDecision{decision: rec.Decision, held: slices.Clone(rec.Held)}
+		}
+	}
+	evs := l.seed(now)
+	members := 0
+	if rec := l.committed; rec != nil {
+		members = len(rec.Datacenters)
+	}
+	l.log.Info("leading: correlation engine started from the committed record",
+		"restored_episode", restored, "held", heldNow(l.committed, now), "committed_datacenters", members)
+	l.handle(ctx, evs)
+	return l
+}
+
+// stop ends this leader's engine.
+func (l *leaderCorrelator) stop(why string) {
+	l.log.Info("correlation engine stopped on this node", "reason", why, "uncommitted_events", len(l.pending))
+}
+
+// seed feeds the engine the membership's whole current view.
+func (l *leaderCorrelator) seed(now time.Time) []engine.CorrelationEvent {
+	ms := l.s.corr.ms
+	var evs []engine.CorrelationEvent
+	for _, m := range ms.Members() {
+		evs = append(evs, l.cor.MemberUpdate(now, m.Name, m.Meta.Datacenter, engine.MemberState(m.State))...)
+	}
+	return append(evs, l.cor.LocalHealth(now, ms.LocalHealth())...)
+}
+
+// member feeds one member event.
+func (l *leaderCorrelator) member(ctx context.Context, ev swim.Event) {
+	l.handle(ctx, l.cor.MemberUpdate(ev.At, ev.Member.Name, ev.Member.Meta.Datacenter, engine.MemberState(ev.State)))
+}
+
+// resync feeds the whole member list after events were lost. A member the
+// list no longer has was forgotten by memberlist (dead or left long
+// enough): it no longer counts.
+func (l *leaderCorrelator) resync(ctx context.Context) {
+	now := l.s.clock()
+	listed := map[string]bool{}
+	for _, m := range l.s.corr.ms.Members() {
+		listed[m.Name] = true
+	}
+	evs := l.seed(now)
+	for _, name := range l.cor.MemberNames() {
+		if !listed[name] {
+			evs = append(evs, l.cor.MemberUpdate(now, name, "", engine.MemberLeft)...)
+		}
+	}
+	l.handle(ctx, evs)
+}
+
+// rtt feeds one RTT sample.
+func (l *leaderCorrelator) rtt(ctx context.Context, smp swim.RTTSample) {
+	l.handle(ctx, l.cor.RTT(smp.At, smp.Datacenter, smp.RTT))
+}
+
+// tick lets time pass in the engine (with the current health score),
+// retries a failed commit, and notices the hold cap.
+func (l *leaderCorrelator) tick(ctx context.Context) {
+	now := l.s.clock()
+	l.handle(ctx, l.cor.LocalHealth(now, l.s.corr.ms.LocalHealth()))
+	l.checkCap(now)
+}
+
+// handle consults the modules on the events that call for it and commits
+// what changed.
+func (l *leaderCorrelator) handle(ctx context.Context, evs []engine.CorrelationEvent) {
+	l.pending = append(l.pending, evs...)
+	if len(evs) > 0 {
+		st := l.cor.Status()
+		for _, ev := range evs {
+			switch ev.Type {
+			case engine.EventPartitionDetected, engine.EventSeverityChanged, engine.EventPartitionHealed:
+				l.consult(ctx, ev, st)
+			}
+		}
+	}
+	// Without events the view can still differ from the committed one: the
+	// severity moves within the backoff, and a new leader has its own view.
+	l.commit(ctx)
+}
+
+// holdUntil is the cap of an episode detected at detected.
+func (l *leaderCorrelator) holdUntil(detected time.Time) time.Time {
+	if max := l.s.cfg.Raft.MaxLeaseHold; max > 0 {
+		return detected.Add(max)
+	}
+	return farFuture
+}
+
+// view is the record the engine's status and the modules' decision call
+// for (without events, grace and leader).
+func (l *leaderCorrelator) view(st engine.CorrelationStatus) raftstore.CorrelationUpdate {
+	u := raftstore.CorrelationUpdate{Severity: st.Severity, Episode: st.Episode, Datacenters: []raftstore.DatacenterState{}}
+	for _, d := range st.Datacenters {
+		u.Datacenters = append(u.Datacenters, raftstore.DatacenterState{Name: d.Name, State: d.State, Since: d.Since})
+	}
+	if ep := st.Episode; ep != nil {
+		u.HoldUntil = l.holdUntil(ep.DetectedAt)
+		if l.mod != nil {
+			u.Decision = l.mod.decision
+			if l.mod.decision.Hold {
+				u.Held = l.mod.held
+			}
+		} else {
+			u.Held = ep.Datacenters
+			u.Decision = raftstore.HoldDecision{Source: raftstore.DecisionBuiltIn, Hold: true, Event: engine.EventPartitionDetected, At: ep.DetectedAt}
+		}
+	}
+	return u
+}
+
+// viewKey is a canonical form of a view, for comparisons.
+func viewKey(u raftstore.CorrelationUpdate) string {
+	u.Events, u.Grace, u.Leader = nil, nil, ""
+	if len(u.Held) == 0 {
+		u.Held = nil
+	}
+	b, _ := json.Marshal(u)
+	return string(b)
+}
+
+func recordView(r *raftstore.CorrelationRecord) raftstore.CorrelationUpdate {
+	return raftstore.CorrelationUpdate{Severity: r.Severity, Episode: r.Episode, Held: r.Held, HoldUntil: r.HoldUntil,
+		Decision: r.Decision, Datacenters: r.Datacenters}
+}
+
+// commit commits the current view when it differs from the committed one
+// or events are pending.
+func (l *leaderCorrelator) commit(ctx context.Context) {
+	now := l.s.clock()
+	if now.Before(l.retryAt) {
+		return
+	}
+	u := l.view(l.cor.Status())
+	if len(l.pending) == 0 && l.committed != nil && viewKey(u) == viewKey(recordView(l.committed)) {
+		return
+	}
+	newHeld := u.Held
+	if u.Episode == nil || !now.Before(u.HoldUntil) {
+		newHeld = nil
+	}
+	for _, dc := range heldNow(l.committed, now) {
+		if !slices.Contains(newHeld, dc) {
+			u.Grace = append(u.Grace, dc)
+		}
+	}
+	u.Events = l.pending
+	cctx, cancel := context.WithTimeout(ctx, l.s.cfg.Raft.ApplyTimeout)
+	res, err := l.s.store.PutCorrelation(cctx, u)
+	cancel()
+	if err != nil {
+		if errors.Is(err, raftstore.ErrNotLeader) || errors.Is(err, raftstore.ErrLeadershipLost) || errors.Is(err, raftstore.ErrClosed) {
+			l.lost = true
+			return
+		}
+		if ctx.Err() == nil {
+			l.log.Error("correlation record not committed; retrying", "events", len(l.pending), "retry_in", commitRetryPause, "error", err)
+		}
+		l.retryAt = now.Add(commitRetryPause)
+		return
+	}
+	old := l.committed
+	l.committed = &res.Record
+	events := l.pending
+	l.pending = nil
+	l.s.corr.metrics.records.Inc()
+	for _, ev := range events {
+		l.logEvent(ev)
+	}
+	l.logHolds(old, l.committed, u.Grace, res.Graced, now)
+	l.submitReports()
+}
+
+// logEvent logs one committed event.
+func (l *leaderCorrelator) logEvent(ev engine.CorrelationEvent) {
+	switch ev.Type {
+	case engine.EventDCStateChanged:
+		level := slog.LevelInfo
+		if ev.To == engine.DCFailed || ev.To == engine.DCFlapping {
+			level = slog.LevelWarn
+		}
+		l.log.Log(context.Background(), level, "datacenter state changed", "datacenter", ev.Datacenter, "from", ev.From, "to", ev.To, "at", ev.At)
+	case engine.EventPartitionDetected:
+		l.log.Warn("partition detected: datacenters failed together", "event", ev.Type, "episode", ev.Episode, "severity", ev.Severity,
+			"affected", ev.Affected, "healthy", ev.Healthy, "at", ev.At)
+	case engine.EventSeverityChanged:
+		l.log.Warn("partition severity changed", "event", ev.Type, "episode", ev.Episode, "severity", ev.Severity,
+			"previous", ev.Previous, "affected", ev.Affected, "at", ev.At)
+	case engine.EventPartitionHealed:
+		l.log.Info("partition healed", "event", ev.Type, "episode", ev.Episode, "severity", ev.Severity,
+			"previous", ev.Previous, "affected", ev.Affected, "healthy", ev.Healthy, "at", ev.At)
+	}
+}
+
+// logHolds logs, once per change, the episode-level hold decisions: which
+// datacenters and jobs are held, and which are released with their grace.
+// The expiry loop logs each lease's own hold and its end.
+func (l *leaderCorrelator) logHolds(old, rec *raftstore.CorrelationRecord, released []string, graced []engine.Lease, now time.Time) {
+	oldHeld, newHeld := heldNow(old, now), heldNow(rec, now)
+	episode := ""
+	if rec.Episode != nil {
+		episode = rec.Episode.ID
+	}
+	added := false
+	for _, dc := range newHeld {
+		if !slices.Contains(oldHeld, dc) {
+			added = true
+		}
+	}
+	if added {
+		leases, err := l.s.leasesIn(newHeld)
+		if err != nil {
+			l.log.Error("read the held leases", "error", err)
+		}
+		l.log.Warn("leases held: their datacenters may be cut off rather than dead; they are not expired until the cap",
+			"episode", episode, "datacenters", newHeld, "job_ids", jobIDs(leases), "leases", len(leases),
+			"hold_until", rec.HoldUntil, "decision", rec.Decision.Source, "modules", rec.Decision.Modules)
+	}
+	d := rec.Decision
+	decided := old == nil || old.Episode == nil || old.Decision.Source != d.Source || old.Decision.Hold != d.Hold ||
+		old.Decision.Event != d.Event || !old.Decision.At.Equal(d.At)
+	if rec.Episode != nil && !d.Hold && decided {
+		l.log.Warn("leases not held: the correlation modules decided against holding", "episode", episode,
+			"affected", rec.Episode.Datacenters, "modules", rec.Decision.Modules, "notes", rec.Decision.Notes)
+	}
+	if len(released) > 0 {
+		why := "the datacenters left the held set"
+		if rec.Episode == nil {
+			why = "the episode ended"
+		}
+		prev := ""
+		if old != nil && old.Episode != nil {
+			prev = old.Episode.ID
+		}
+		l.log.Info("lease holds released: each active lease of these datacenters gets one TTL to be renewed before it can expire",
+			"episode", prev, "reason", why, "datacenters", released, "job_ids", jobIDs(graced), "graced", len(graced), "still_held", newHeld)
+	}
+}
+
+// checkCap logs, once per episode on this leader, that the hold cap has
+// passed: from then on the held leases expire as usual.
+func (l *leaderCorrelator) checkCap(now time.Time) {
+	rec := l.committed
+	if rec == nil || rec.Episode == nil || len(rec.Held) == 0 || now.Before(rec.HoldUntil) || l.capLogged == rec.Episode.ID {
+		return
+	}
+	l.capLogged = rec.Episode.ID
+	leases, err := l.s.leasesIn(rec.Held)
+	if err != nil {
+		l.log.Error("read the held leases", "error", err)
+	}
+	l.log.Warn("lease hold cap reached: the held leases expire as usual from now on",
+		"episode", rec.Episode.ID, "datacenters", rec.Held, "job_ids", jobIDs(leases), "hold_until", rec.HoldUntil,
+		"max_hold", l.s.cfg.Raft.MaxLeaseHold)
+}
+
+// consult calls the correlation modules on ev and records their decision,
+// and queues ev for the reporters.
+func (l *leaderCorrelator) consult(ctx context.Context, ev engine.CorrelationEvent, st engine.CorrelationStatus) {
+	var held []string
+	switch {
+	case ev.Type == engine.EventPartitionHealed:
+		if l.committed != nil {
+			held = l.committed.Held
+		}
+	case st.Episode != nil:
+		held = st.Episode.Datacenters
+	}
+	leases, err := l.s.leasesIn(held)
+	if err != nil {
+		l.log.Error("read the leases to hold", "datacenters", held, "error", err)
+	}
+	prev := string(ev.Previous)
+	if prev == "" {
+		prev = string(engine.SeverityNone)
+		if l.committed != nil {
+			prev = string(l.committed.Severity)
+		}
+	}
+	wev := wasm.CorrelationEvent{
+		Type: string(ev.Type), Episode: ev.Episode, Severity: string(ev.Severity), PreviousSeverity: prev,
+		AffectedDatacenters: ev.Affected, HealthyDatacenters: ev.Healthy, Time: ev.At,
+		HeldLeases: make([]wasm.HeldLease, len(leases)),
+	}
+	for i, le := range leases {
+		wev.HeldLeases[i] = wasm.HeldLease{JobID: le.JobID, Owner: le.Owner, OwnerDC: le.OwnerDC, Token: le.Token}
+	}
+	call, err := wasm.NewCorrelationCall(wev)
+	if err != nil {
+		l.log.Error("correlation event not encoded; modules and reporters not called", "event", ev.Type, "episode", ev.Episode, "error", err)
+		return
+	}
+	known := make([]string, len(st.Datacenters))
+	for i, d := range st.Datacenters {
+		known[i] = d.Name
+	}
+	dec := l.s.callCorrelationModules(ctx, call, ev, known)
+	if ev.Type == engine.EventPartitionHealed {
+		l.mod = nil // the episode is over: its holds end whatever the modules say
+	} else {
+		l.mod = dec
+	}
+	l.reports = append(l.reports, reporters.CorrelationEvent{Type: string(ev.Type), Episode: ev.Episode,
+		Datacenters: call.Datacenters, JobIDs: call.JobIDs, Event: call.Event})
+}
+
+// submitReports hands the committed events to the reporter pipeline.
+func (l *leaderCorrelator) submitReports() {
+	reps := l.reports
+	l.reports = nil
+	if l.s.reporters == nil {
+		return
+	}
+	for _, r := range reps {
+		// A full queue drops and counts the event.
+		_ = l.s.reporters.pipeline.SubmitCorrelationEvent(r)
+	}
+}

@@ -1,0 +1,600 @@
+package server
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coordinatord/coordinatord/api"
+	"github.com/coordinatord/coordinatord/engine"
+	"github.com/coordinatord/coordinatord/raftstore"
+	"github.com/coordinatord/coordinatord/swim"
+)
+
+// Tests of the correlation engine in the server: in-process nodes whose
+// gossip membership is a fake the test drives, and whose clock is a fake
+// the test moves. Raft runs on real time; the engine, the expiry loop and
+// the leases run on the fake clock.
+
+// testClock is a node clock that moves only when the test says so.
+type testClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func newTestClock() *testClock { return &testClock{now: time.Now()} }
+
+func (c *testClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *testClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+// fakeMembership is a swim.Membership the test drives: set changes a
+// member's state and emits its event, as swim does.
+type fakeMembership struct {
+	clock  func() time.Time
+	mu     sync.Mutex
+	byName map[string]swim.Member
+	seq    uint64
+	events chan swim.Event
+	rtts   chan swim.RTTSample
+}
+
+var _ swim.Membership = (*fakeMembership)(nil)
+
+func newFakeMembership(clock func() time.Time) *fakeMembership {
+	return &fakeMembership{clock: clock, byName: map[string]swim.Member{},
+		events: make(chan swim.Event, 1024), rtts: make(chan swim.RTTSample, 1024)}
+}
+
+func (f *fakeMembership) set(name, dc string, role swim.Role, state swim.State) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	prev := f.byName[name]
+	m := swim.Member{Name: name, Addr: "127.0.0.1:7946", Meta: swim.Meta{NodeID: name, Datacenter: dc, Role: role, Version: "test"}, State: state}
+	f.byName[name] = m
+	f.seq++
+	f.events <- swim.Event{Seq: f.seq, At: f.clock(), Member: m, State: state, Previous: prev.State}
+}
+
+func (f *fakeMembership) Members() []swim.Member {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([]swim.Member, 0, len(f.byName))
+	for _, m := range f.byName {
+		out = append(out, m)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+func (f *fakeMembership) Events() <-chan swim.Event   { return f.events }
+func (f *fakeMembership) RTTs() <-chan swim.RTTSample { return f.rtts }
+func (f *fakeMembership) LocalHealth() int            { return 0 }
+func (f *fakeMembership) rtt(dc string, d time.Duration) {
+	f.rtts <- swim.RTTSample{At: f.clock(), Node: dc + "-a1", Datacenter: dc, RTT: d}
+}
+
+// pool is the gossip pool of a test: two agents in each of dc1..dc5, seen
+// alike by every node's fake membership.
+type pool struct {
+	views []*fakeMembership
+}
+
+var poolDCs = []string{"dc1", "dc2", "dc3", "dc4", "dc5"}
+
+func agentsOf(dc string) []string { return []string{dc + "-a1", dc + "-a2"} }
+
+func (p *pool) add(v *fakeMembership) {
+	for _, dc := range poolDCs {
+		for _, a := range agentsOf(dc) {
+			v.set(a, dc, swim.RoleAgent, swim.StateAlive)
+		}
+	}
+	p.views = append(p.views, v)
+}
+
+func (p *pool) setDCs(state swim.State, dcs ...string) {
+	for _, v := range p.views {
+		for _, dc := range dcs {
+			for _, a := range agentsOf(dc) {
+				v.set(a, dc, swim.RoleAgent, state)
+			}
+		}
+	}
+}
+
+func (p *pool) dark(dcs ...string)  { p.setDCs(swim.StateDead, dcs...) }
+func (p *pool) light(dcs ...string) { p.setDCs(swim.StateAlive, dcs...) }
+
+// testCorrelation is a fast engine: failures confirmed after 2s, recoveries
+// after 5s (of the fake clock), ticking every 10ms of real time.
+func testCorrelation(clk *testClock, ms swim.Membership) func(*Config) {
+	return func(cfg *Config) {
+		cfg.Clock = clk.Now
+		cfg.Membership = ms
+		cfg.Correlation.FailureConfirmation = 2 * time.Second
+		cfg.Correlation.RecoveryConfirmation = 5 * time.Second
+		cfg.CorrelationInterval = 10 * time.Millisecond
+	}
+}
+
+// corrNode is a single node with the fake pool.
+func corrNode(t *testing.T) (*testNode, *testClock, *pool) {
+	t.Helper()
+	clk := newTestClock()
+	p := &pool{}
+	ms := newFakeMembership(clk.Now)
+	p.add(ms)
+	n := startNodeWith(t, testCorrelation(clk, ms))
+	waitRecord(t, n.srv, "the first record lists the datacenters", func(r *raftstore.CorrelationRecord) bool {
+		return len(r.Datacenters) == len(poolDCs)
+	})
+	return n, clk, p
+}
+
+// waitRecord waits until the node's committed record satisfies cond.
+func waitRecord(t *testing.T, s *Server, what string, cond func(*raftstore.CorrelationRecord) bool) *raftstore.CorrelationRecord {
+	t.Helper()
+	var rec *raftstore.CorrelationRecord
+	waitFor(t, what, func() bool {
+		rec = s.Store().Correlation()
+		return rec != nil && cond(rec)
+	})
+	return rec
+}
+
+func dcState(r *raftstore.CorrelationRecord, dc string) engine.DCState {
+	for _, d := range r.Datacenters {
+		if d.Name == dc {
+			return d.State
+		}
+	}
+	return ""
+}
+
+func statesAre(state engine.DCState, dcs ...string) func(*raftstore.CorrelationRecord) bool {
+	return func(r *raftstore.CorrelationRecord) bool {
+		for _, dc := range dcs {
+			if dcState(r, dc) != state {
+				return false
+			}
+		}
+		return true
+	}
+}
+
+func countCorrEvents(r *raftstore.CorrelationRecord, typ engine.CorrelationEventType) int {
+	n := 0
+	for _, ev := range r.Events {
+		if ev.Type == typ {
+			n++
+		}
+	}
+	return n
+}
+
+// startPartition darkens dcs and moves the clock past the failure
+// confirmation, and returns the record with the episode.
+func startPartition(t *testing.T, s *Server, clk *testClock, p *pool, dcs ...string) *raftstore.CorrelationRecord {
+	t.Helper()
+	p.dark(dcs...)
+	// Wait until the engine has seen the members die before moving the
+	// clock, so that the confirmation counts from their death.
+	waitRecord(t, s, "the datacenters are failing", statesAre(engine.DCFailing, dcs...))
+	clk.Advance(3 * time.Second)
+	return waitRecord(t, s, "partition_detected", func(r *raftstore.CorrelationRecord) bool { return r.Episode != nil })
+}
+
+func leaseIn(t *testing.T, s *Server, job, dc string, ttl time.Duration) engine.Lease {
+	t.Helper()
+	l, err := s.Store().AcquireLease(ctx(t), engine.AcquireRequest{JobID: job, Owner: "gate-" + dc, OwnerID: "spiffe://x/" + dc, OwnerDC: dc, TTL: ttl})
+	if err != nil {
+		t.Fatalf("acquire %s in %s: %v", job, dc, err)
+	}
+	return l
+}
+
+func leaseNow(t *testing.T, s *Server, job string) engine.Lease {
+	t.Helper()
+	l, err := s.Store().Lease(job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+func waitLeaseState(t *testing.T, s *Server, job string, want engine.LeaseState) {
+	t.Helper()
+	waitFor(t, job+" is "+string(want), func() bool { return leaseNow(t, s, job).State == want })
+}
+
+// logged reports whether logs (JSON lines) have a record with message msg
+// whose attributes include the given key/value pairs (values compared as
+// their JSON).
+func logged(logs, msg string, kv ...string) bool {
+	for _, line := range strings.Split(logs, "\n") {
+		var rec map[string]json.RawMessage
+		if json.Unmarshal([]byte(line), &rec) != nil {
+			continue
+		}
+		var m string
+		if json.Unmarshal(rec["msg"], &m) != nil || m != msg {
+			continue
+		}
+		ok := true
+		for i := 0; i+1 < len(kv); i += 2 {
+			if string(rec[kv[i]]) != kv[i+1] {
+				ok = false
+			}
+		}
+		if ok {
+			return true
+		}
+	}
+	return false
+}
+
+const msgHeld = "lease expiry held: its owner's datacenter may be cut off rather than dead"
+
+// leaseTTL is the TTL of the tests' leases, in the fake clock's time.
+const leaseTTL = 10 * time.Second
+
+func TestAPartitionOfThreeDatacentersHoldsTheirLeasesUntilItHealsThenGivesThemAGrace(t *testing.T) {
+	n, clk, p := corrNode(t)
+	s := n.srv
+	ttl := leaseTTL
+	for _, dc := range []string{"dc3", "dc4", "dc5"} {
+		leaseIn(t, s, "job-"+dc, dc, ttl)
+	}
+	keep := leaseIn(t, s, "job-keep", "dc3", ttl)
+	leaseIn(t, s, "job-ok", "dc2", ttl) // a healthy datacenter: expires on time
+
+	rec := startPartition(t, s, clk, p, "dc3", "dc4", "dc5")
+	if !slices.Equal(rec.Held, []string{"dc3", "dc4", "dc5"}) || rec.Severity != engine.SeverityMedium || rec.Decision.Source != raftstore.DecisionBuiltIn {
+		t.Fatalf("record at detection: %+v", rec)
+	}
+	if !rec.HoldUntil.Equal(rec.Episode.DetectedAt.Add(raftstore.DefaultMaxLeaseHold)) {
+		t.Errorf("hold until %s, want the detection plus the maximum hold", rec.HoldUntil)
+	}
+
+	// Past every TTL: the healthy datacenter's lease expires, the held ones
+	// do not.
+	clk.Advance(2 * ttl)
+	waitLeaseState(t, s, "job-ok", engine.LeaseExpired)
+	waitFor(t, "the expiry loop holds the three leases", func() bool {
+		logs := n.logs.String()
+		for _, dc := range []string{"dc3", "dc4", "dc5"} {
+			if !logged(logs, msgHeld, "job_id", `"job-`+dc+`"`) {
+				return false
+			}
+		}
+		return true
+	})
+	for _, job := range []string{"job-dc3", "job-dc4", "job-dc5", "job-keep"} {
+		if l := leaseNow(t, s, job); l.State != engine.LeaseActive {
+			t.Fatalf("%s is %s during the partition", job, l.State)
+		}
+	}
+	if !logged(n.logs.String(), "leases held: their datacenters may be cut off rather than dead; they are not expired until the cap",
+		"datacenters", `["dc3","dc4","dc5"]`, "job_ids", `["job-dc3","job-dc4","job-dc5","job-keep"]`) {
+		t.Error("no episode-level log line of the hold")
+	}
+
+	// The API and the metrics show it.
+	dcs, err := n.client(engine.RoleManager).Datacenters(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := dcs.Committed
+	if c.Severity != "medium" || !c.DelayEviction || c.Episode == nil || c.Episode.ID != rec.Episode.ID ||
+		strings.Join(c.HeldDatacenters, ",") != "dc3,dc4,dc5" || len(c.HeldLeases) != 4 || !c.HeldLeases[0].Overdue {
+		t.Errorf("GET /v1/datacenters committed view: %+v", c)
+	}
+	for _, d := range dcs.Datacenters {
+		wantDead := map[bool]int{true: 2, false: 0}[slices.Contains([]string{"dc3", "dc4", "dc5"}, d.Name)]
+		if d.Local.Dead != wantDead || d.Held != (wantDead == 2) {
+			t.Errorf("datacenter %+v", d)
+		}
+	}
+	members, err := n.client(engine.RoleWorker).GossipMembers(ctx(t))
+	if err != nil || !members.Gossip || len(members.Members) != 10 {
+		t.Errorf("GET /v1/members: %+v, %v", members, err)
+	}
+	metrics := scrape(t, n)
+	for _, line := range []string{
+		"coordinatord_correlation_episode_active 1",
+		`coordinatord_correlation_severity{severity="medium"} 1`,
+		`coordinatord_datacenter_state{datacenter="dc3",state="failed"} 1`,
+		`coordinatord_datacenter_state{datacenter="dc2",state="healthy"} 1`,
+		"coordinatord_leases_held 4",
+		"coordinatord_leases_held_overdue 4",
+	} {
+		if !strings.Contains(metrics, line+"\n") {
+			t.Errorf("metrics lack %q", line)
+		}
+	}
+
+	// The partition heals: the holds end with a grace of one TTL.
+	p.light("dc3", "dc4", "dc5")
+	healedAt := clk.Now()
+	rec = waitRecord(t, s, "partition_healed", func(r *raftstore.CorrelationRecord) bool { return r.Episode == nil })
+	if len(rec.Held) != 0 || countCorrEvents(rec, engine.EventPartitionDetected) != 1 || countCorrEvents(rec, engine.EventPartitionHealed) != 1 {
+		t.Fatalf("record after the heal: %+v", rec)
+	}
+	for _, job := range []string{"job-dc3", "job-dc4", "job-dc5", "job-keep"} {
+		if l := leaseNow(t, s, job); l.State != engine.LeaseActive || !l.ExpiresAt.Equal(healedAt.Add(ttl)) {
+			t.Fatalf("%s after the heal: %s until %s, want active until %s", job, l.State, l.ExpiresAt, healedAt.Add(ttl))
+		}
+	}
+	if !logged(n.logs.String(), "lease holds released: each active lease of these datacenters gets one TTL to be renewed before it can expire",
+		"datacenters", `["dc3","dc4","dc5"]`, "job_ids", `["job-dc3","job-dc4","job-dc5","job-keep"]`) {
+		t.Error("no log line of the release")
+	}
+
+	// The owner of job-keep renews it; the others are abandoned and expire
+	// when their grace ends.
+	clk.Advance(ttl / 2)
+	if _, err := s.Store().RenewLease(ctx(t), engine.RenewRequest{JobID: "job-keep", Owner: keep.Owner, Token: keep.Token}); err != nil {
+		t.Fatalf("renew after the heal: %v", err)
+	}
+	clk.Advance(ttl/2 + time.Second)
+	for _, dc := range []string{"dc3", "dc4", "dc5"} {
+		waitLeaseState(t, s, "job-"+dc, engine.LeaseExpired)
+	}
+	if l := leaseNow(t, s, "job-keep"); l.State != engine.LeaseActive || l.Token != keep.Token {
+		t.Fatalf("the renewed lease: %+v", l)
+	}
+}
+
+func TestOneDatacenterFailingAloneIsNotAPartitionAndItsLeasesExpireOnTime(t *testing.T) {
+	n, clk, p := corrNode(t)
+	s := n.srv
+	leaseIn(t, s, "job-alone", "dc3", leaseTTL)
+	p.dark("dc3")
+	waitRecord(t, s, "dc3 failing", statesAre(engine.DCFailing, "dc3"))
+	clk.Advance(3 * time.Second)
+	rec := waitRecord(t, s, "dc3 failed", statesAre(engine.DCFailed, "dc3"))
+	if rec.Episode != nil || len(rec.Held) != 0 || rec.Severity != engine.SeverityNone {
+		t.Fatalf("one failed datacenter: %+v", rec)
+	}
+	// Exactly at its expiry, the lease expires: nothing holds it.
+	l := leaseNow(t, s, "job-alone")
+	clk.Advance(l.ExpiresAt.Sub(clk.Now()))
+	waitLeaseState(t, s, "job-alone", engine.LeaseExpired)
+	if got := leaseNow(t, s, "job-alone"); !got.EndedAt.Equal(got.ExpiresAt) {
+		t.Errorf("expired at %s, want at its expiry %s", got.EndedAt, got.ExpiresAt)
+	}
+	if logged(n.logs.String(), msgHeld, "job_id", `"job-alone"`) {
+		t.Error("the lease of a lone failed datacenter was held")
+	}
+}
+
+// padNote builds a correlation output of exactly n bytes with a note.
+func padNote(t *testing.T, prefix string, n int) string {
+	t.Helper()
+	const suffix = `"]}`
+	note := n - len(prefix) - len(suffix)
+	if note < 1 {
+		t.Fatalf("output prefix %q too long for %d bytes", prefix, n)
+	}
+	return prefix + strings.Repeat(".", note) + suffix
+}
+
+// watCorrelationOutput is the answer compiled into wat/correlation.wasm.
+const watCorrelationOutput = `{"hold":true,"notes":["wat-correlation: holding the affected datacenters"]}`
+
+func TestACorrelationModuleThatNarrowsTheHeldSetIsObeyed(t *testing.T) {
+	n, clk, p := corrNode(t)
+	s := n.srv
+	narrow := padNote(t, `{"hold":true,"datacenters":["dc3"],"notes":["only dc3 is cut off`, len(watCorrelationOutput))
+	putModuleAs(t, n, "narrow", "correlation", patched(t, moduleFile(t, "wat/correlation.wasm"), watCorrelationOutput, narrow))
+	for _, dc := range []string{"dc3", "dc4"} {
+		leaseIn(t, s, "job-"+dc, dc, leaseTTL)
+	}
+	rec := startPartition(t, s, clk, p, "dc3", "dc4", "dc5")
+	if !slices.Equal(rec.Held, []string{"dc3"}) || rec.Decision.Source != raftstore.DecisionModules ||
+		!slices.Equal(rec.Decision.Modules, []string{"narrow"}) || len(rec.Decision.Notes) != 1 || !strings.HasPrefix(rec.Decision.Notes[0], "narrow: only dc3 is cut off") {
+		t.Fatalf("record: held %v, decision %+v", rec.Held, rec.Decision)
+	}
+	clk.Advance(2 * leaseTTL)
+	waitLeaseState(t, s, "job-dc4", engine.LeaseExpired)
+	if l := leaseNow(t, s, "job-dc3"); l.State != engine.LeaseActive {
+		t.Fatalf("job-dc3 is %s; the module held dc3", l.State)
+	}
+	if !logged(n.logs.String(), "correlation module answered", "module", `"narrow"`, "hold", "true", "datacenters", `["dc3"]`) {
+		t.Error("the module's answer is not logged")
+	}
+}
+
+func TestATrappingCorrelationModuleFallsBackToTheBuiltInDecision(t *testing.T) {
+	n, clk, p := corrNode(t)
+	s := n.srv
+	// unreachable.wasm traps in every handler; exported as the correlation
+	// handler it is a correlation module that always traps.
+	trapping := patched(t, moduleFile(t, "wat/unreachable.wasm"), "coordinatord_on_lease_event", "coordinatord_on_correlation")
+	putModuleAs(t, n, "trapping", "correlation", trapping)
+	leaseIn(t, s, "job-dc4", "dc4", leaseTTL)
+	rec := startPartition(t, s, clk, p, "dc3", "dc4", "dc5")
+	if !slices.Equal(rec.Held, []string{"dc3", "dc4", "dc5"}) || rec.Decision.Source != raftstore.DecisionBuiltIn {
+		t.Fatalf("record: held %v, decision %+v; want the built-in decision", rec.Held, rec.Decision)
+	}
+	logs := n.logs.String()
+	if !logged(logs, "correlation module failed; the built-in decision is used for it", "module", `"trapping"`, "failure", `"trap"`,
+		"datacenters", `["dc3","dc4","dc5"]`, "job_ids", `["job-dc4"]`) {
+		t.Errorf("no log line of the module's failure:\n%s", logs)
+	}
+	// The sandbox's trap report names the datacenters and the jobs.
+	if !strings.Contains(logs, `"handler":"coordinatord_on_correlation"`) || !strings.Contains(logs, `"datacenters":["dc3","dc4","dc5"]`) {
+		t.Errorf("no trap report with the datacenters:\n%s", logs)
+	}
+	clk.Advance(2 * leaseTTL)
+	waitFor(t, "the expiry loop holds job-dc4", func() bool {
+		return logged(n.logs.String(), msgHeld, "job_id", `"job-dc4"`)
+	})
+	if l := leaseNow(t, s, "job-dc4"); l.State != engine.LeaseActive {
+		t.Fatalf("job-dc4 is %s", l.State)
+	}
+}
+
+// A reporter that exports the correlation handler gets the same event the
+// correlation modules get.
+func TestAReporterReceivesTheCorrelationEvents(t *testing.T) {
+	n, clk, p := corrNode(t)
+	s := n.srv
+	putReporter(t, n.client(engine.RoleAdmin), "partitions", moduleFile(t, "go-reporter/go-reporter.wasm"), "results=file:partitions.jsonl")
+	leaseIn(t, s, "job-dc4", "dc4", leaseTTL)
+	rec := startPartition(t, s, clk, p, "dc3", "dc4", "dc5")
+	var lines []string
+	correlationLines := func() []string {
+		var out []string
+		for _, l := range sinkLines(t, n, "partitions.jsonl") {
+			if strings.HasPrefix(l, `{"event":"correlation"`) { // the reporter records lease events too
+				out = append(out, l)
+			}
+		}
+		return out
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for lines = correlationLines(); len(lines) == 0; lines = correlationLines() {
+		if time.Now().After(deadline) {
+			t.Fatalf("no record of the correlation event in the reporter's sink; logs:\n%s", n.logs.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	want := fmt.Sprintf(`{"event":"correlation","type":"partition_detected","episode":%q,"severity":"medium",`+
+		`"previous_severity":"none","affected_datacenters":["dc3","dc4","dc5"],"healthy_datacenters":["dc1","dc2"],`+
+		`"held_jobs":["job-dc4"],"held_leases":[{"job_id":"job-dc4","owner":"gate-dc4","owner_dc":"dc4","token":1}],`, rec.Episode.ID)
+	if !strings.HasPrefix(lines[0], want) {
+		t.Errorf("record\n%s\nwant prefix\n%s", lines[0], want)
+	}
+}
+
+func putModuleAs(t *testing.T, n *testNode, name, kind string, wasm []byte) {
+	t.Helper()
+	if status, body := n.putModuleRaw(name, "kind="+kind, wasm); status != http.StatusOK && status != http.StatusCreated {
+		t.Fatalf("upload %s: %d %s", name, status, body)
+	}
+}
+
+func scrape(t *testing.T, n *testNode) string {
+	t.Helper()
+	status, body := n.raw(engine.RoleAdmin, http.MethodGet, "/metrics", "", nil)
+	if status != http.StatusOK {
+		t.Fatalf("GET /metrics: %d", status)
+	}
+	return string(body)
+}
+
+// threeCorrNodes is a three-node cluster, each node with its own fake view
+// of one pool, on one fake clock.
+func threeCorrNodes(t *testing.T) ([]*peerNode, *testClock, *pool) {
+	t.Helper()
+	clk := newTestClock()
+	p := &pool{}
+	ca := newCA(t)
+	var nodes []*peerNode
+	for i, id := range []string{"node-1", "node-2", "node-3"} {
+		ms := newFakeMembership(clk.Now)
+		p.add(ms)
+		n := startPeerWith(t, ca, id, i == 0, testCorrelation(clk, ms))
+		nodes = append(nodes, n)
+		if i == 0 {
+			waitFor(t, "node-1 leads and has registered itself", func() bool {
+				_, err := n.srv.Store().Member("node-1")
+				return n.srv.Store().IsLeader() && err == nil
+			})
+			continue
+		}
+		if err := n.srv.JoinCluster(ctx(t), []string{nodes[0].srv.Addr()}); err != nil {
+			t.Fatal(err)
+		}
+		if err := n.srv.WaitReady(ctx(t)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return nodes, clk, p
+}
+
+func TestANewLeaderContinuesTheEpisodeAndItsHolds(t *testing.T) {
+	nodes, clk, p := threeCorrNodes(t)
+	leader := nodes[0].srv
+	leaseIn(t, leader, "job-dc4", "dc4", leaseTTL)
+	rec := startPartition(t, leader, clk, p, "dc3", "dc4", "dc5")
+	episode := rec.Episode.ID
+	for _, n := range nodes[1:] {
+		waitRecord(t, n.srv, n.id+" has the episode", func(r *raftstore.CorrelationRecord) bool { return r.Episode != nil && r.Episode.ID == episode })
+	}
+
+	// The leader goes away during the episode.
+	if err := leader.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var next *peerNode
+	waitFor(t, "a new leader", func() bool {
+		for _, n := range nodes[1:] {
+			if n.srv.Store().IsLeader() {
+				next = n
+				return true
+			}
+		}
+		return false
+	})
+	waitFor(t, "the new leader runs the engine", func() bool {
+		return strings.Contains(next.logs.String(), `"restored_episode":"`+episode+`"`)
+	})
+	// Past the lease's TTL, the new leader holds it too.
+	clk.Advance(2 * leaseTTL)
+	waitFor(t, "the new leader's expiry loop holds job-dc4", func() bool {
+		return logged(next.logs.String(), msgHeld, "job_id", `"job-dc4"`)
+	})
+	if l := leaseNow(t, next.srv, "job-dc4"); l.State != engine.LeaseActive {
+		t.Fatalf("job-dc4 is %s under the new leader", l.State)
+	}
+	rec = waitRecord(t, next.srv, "a record by the new leader", func(r *raftstore.CorrelationRecord) bool { return r.Leader == next.id })
+	if rec.Episode == nil || rec.Episode.ID != episode || !slices.Equal(rec.Held, []string{"dc3", "dc4", "dc5"}) || countCorrEvents(rec, engine.EventPartitionDetected) != 1 {
+		t.Fatalf("the new leader's record: episode %+v held %v, %d partition_detected", rec.Episode, rec.Held, countCorrEvents(rec, engine.EventPartitionDetected))
+	}
+
+	// It also ends the episode, once.
+	p.light("dc3", "dc4", "dc5")
+	rec = waitRecord(t, next.srv, "partition_healed", func(r *raftstore.CorrelationRecord) bool { return r.Episode == nil })
+	if countCorrEvents(rec, engine.EventPartitionDetected) != 1 || countCorrEvents(rec, engine.EventPartitionHealed) != 1 {
+		t.Fatalf("events after the heal: %+v", rec.Events)
+	}
+	if l := leaseNow(t, next.srv, "job-dc4"); l.State != engine.LeaseActive || !l.ExpiresAt.After(clk.Now()) {
+		t.Fatalf("job-dc4 after the heal: %+v, want a grace", l)
+	}
+}
+
+func TestANodeWithoutGossipAnswersWithAnEmptyView(t *testing.T) {
+	n := startNode(t)
+	dcs, err := n.client(engine.RoleAdmin).Datacenters(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dcs.Local.Gossip || dcs.Committed.Revision != 0 || dcs.Committed.Severity != "none" || len(dcs.Datacenters) != 0 {
+		t.Errorf("%+v", dcs)
+	}
+	var ae *api.Error
+	// datacenter.read is for the job roles and admins, not for other
+	// coordinators.
+	_, err = n.client(engine.RoleCoordinator).GossipMembers(ctx(t))
+	if !errors.As(err, &ae) || ae.Status != http.StatusForbidden {
+		t.Errorf("a coordinator reading members: %v, want 403", err)
+	}
+}
