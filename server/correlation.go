@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
@@ -53,6 +54,8 @@ type correlationState struct {
 	rtt *rttWindow
 	// leading is true while this node runs the engine.
 	leading atomic.Bool
+	// log is the correlation logger (component correlation).
+	log     *slog.Logger
 	metrics *correlationMetrics
 
 	stop context.CancelFunc
@@ -69,7 +72,8 @@ type storeRef struct {
 // started from Config.Gossip with this node's metadata. It runs in New
 // after the store is open.
 func (s *Server) openCorrelation() error {
-	cs := &correlationState{rtt: newRTTWindow(s.cfg.Correlation), metrics: newCorrelationMetrics(s)}
+	cs := &correlationState{rtt: newRTTWindow(s.cfg.Correlation), metrics: newCorrelationMetrics(s),
+		log: s.cfg.Logger.With("component", "correlation", "node", s.cfg.NodeID)}
 	s.corr = cs
 	s.registry.MustRegister(cs.metrics.collectors()...)
 	switch {
@@ -96,7 +100,7 @@ func (s *Server) openCorrelation() error {
 		s.registry.MustRegister(m.Collectors()...)
 	}
 	if cs.ms == nil {
-		s.log.Info("no gossip membership (no gossip key configured): this node neither observes datacenters nor runs the correlation engine when it leads")
+		cs.log.Info("no gossip membership (no gossip key configured): this node neither observes datacenters nor runs the correlation engine when it leads")
 	}
 	return nil
 }
@@ -131,11 +135,20 @@ func (s *Server) closeCorrelation() error {
 		return nil
 	}
 	if err := cs.own.Leave(gossipLeaveTimeout); err != nil {
-		s.log.Warn("gossip leave not confirmed; the others will see this node fail instead", "error", err)
+		cs.log.Warn("gossip leave not confirmed; the others will see this node fail instead", "error", err)
 	}
 	err := cs.own.Shutdown()
 	cs.own = nil
 	return err
+}
+
+// GossipAddr is the address this node gossips on, when the server started
+// its gossip member (Config.Gossip); "" otherwise.
+func (s *Server) GossipAddr() string {
+	if s.corr == nil || s.corr.own == nil {
+		return ""
+	}
+	return s.corr.own.LocalMember().Addr
 }
 
 // holdLease is the store's expiry hook (raftstore.Config.Hold): a lease
@@ -182,7 +195,7 @@ func (s *Server) runCorrelation(ctx context.Context) {
 			}
 			gap := lastSeq != 0 && ev.Seq > lastSeq+1
 			if gap {
-				s.log.Warn("gossip member events were lost (the channel was full); resynchronising from the member list", "lost", ev.Seq-lastSeq-1)
+				cs.log.Warn("gossip member events were lost (the channel was full); resynchronising from the member list", "lost", ev.Seq-lastSeq-1)
 			}
 			lastSeq = ev.Seq
 			if l == nil {

@@ -88,16 +88,16 @@ func (s *Server) startLeading(ctx context.Context) *leaderCorrelator {
 	cancel()
 	if err != nil {
 		if ctx.Err() == nil {
-			s.log.Debug("correlation engine not started yet: cannot confirm the committed state", "error", err)
+			s.corr.log.Debug("correlation engine not started yet: cannot confirm the committed state", "error", err)
 		}
 		return nil
 	}
 	cor, err := engine.NewCorrelator(s.cfg.Correlation)
 	if err != nil { // validated by New
-		s.log.Error("correlation engine not started", "error", err)
+		s.corr.log.Error("correlation engine not started", "error", err)
 		return nil
 	}
-	l := &leaderCorrelator{s: s, cor: cor, log: s.log.With("component", "correlation"), committed: s.store.Correlation()}
+	l := &leaderCorrelator{s: s, cor: cor, log: s.corr.log, committed: s.store.Correlation()}
 	now := s.clock()
 	restored := ""
 	if rec := l.committed; rec != nil && rec.Episode != nil {

@@ -69,7 +69,7 @@ func (s *Server) callCorrelationModules(ctx context.Context, call wasm.Call, ev 
 	if len(names) == 0 {
 		return nil
 	}
-	log := s.log.With("component", "correlation", "event", ev.Type, "episode", ev.Episode)
+	log := s.corr.log.With("event", ev.Type, "episode", ev.Episode)
 	var (
 		votes []vote
 		notes []string

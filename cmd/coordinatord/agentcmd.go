@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/hashicorp/memberlist"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
@@ -246,6 +247,24 @@ type gossipFlags struct {
 	retryJoin       time.Duration
 	key, keyFile    string
 	profile         string
+	// loss is the hidden chaos option --gossip-loss.
+	loss float64
+}
+
+// enabled reports whether a gossip key was given: a server is a gossip
+// member only then.
+func (f *gossipFlags) enabled() bool { return f.key != "" || f.keyFile != "" }
+
+// changed lists the gossip flags that were set (by flag, environment or
+// config file), for a server that was given gossip flags but no key.
+func (f *gossipFlags) changed() []string {
+	var out []string
+	f.fs.VisitAll(func(fl *pflag.Flag) {
+		if fl.Changed && (strings.HasPrefix(fl.Name, "gossip-") || f.prefix == "") {
+			out = append(out, "--"+fl.Name)
+		}
+	})
+	return out
 }
 
 // name is the flag name for base under f's prefix.
@@ -286,6 +305,8 @@ func (f *gossipFlags) addFlags(fl *pflag.FlagSet, prefix string) {
 	fl.StringVar(&f.keyFile, "gossip-key-file", "", "file holding the pool's gossip key, base64 (from coordinatord keygen)")
 	fl.StringVar(&f.key, "gossip-key", "", "the pool's gossip key, base64 (prefer --gossip-key-file: flags show in ps)")
 	fl.StringVar(&f.profile, f.name("profile"), "lan", "timing profile: lan or wan (memberlist's)")
+	fl.Float64Var(&f.loss, "gossip-loss", 0, "FOR TESTING ONLY (chaos): drop this fraction, 0 to 1, of this member's outgoing gossip UDP packets")
+	_ = fl.MarkHidden("gossip-loss")
 	lan, wan := swim.DefaultLANConfig().Timing, swim.DefaultWANConfig().Timing
 	for _, tf := range timingFlags {
 		if tf.dur != nil {
@@ -366,6 +387,20 @@ func (f *gossipFlags) swimConfig(meta swim.Meta, logger *slog.Logger) (swim.Conf
 		}
 	}
 	cfg.PollInterval = cfg.Timing.ProbeInterval / 5 // the profiles' rule
+	if !(f.loss >= 0 && f.loss <= 1) {
+		return cfg, fmt.Errorf("--gossip-loss %v: must be between 0 and 1", f.loss)
+	}
+	if loss := f.loss; loss > 0 {
+		logger.Warn("gossip packet loss injected: a testing option, never for production", "gossip_loss", loss)
+		cfg.WrapTransport = func(tr memberlist.NodeAwareTransport) memberlist.NodeAwareTransport {
+			lt, err := swim.NewLossyTransport(tr, swim.LossyConfig{Loss: loss})
+			if err != nil { // cannot happen: the loss is checked above
+				logger.Error("gossip loss not injected", "error", err)
+				return tr
+			}
+			return lt
+		}
+	}
 	if err := cfg.Validate(); err != nil {
 		// Name the flags rather than the Timing fields.
 		var pairs []string

@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -21,6 +23,7 @@ import (
 	examplemodules "github.com/coordinatord/coordinatord/examples/modules"
 	"github.com/coordinatord/coordinatord/internal/pki"
 	"github.com/coordinatord/coordinatord/server"
+	"github.com/coordinatord/coordinatord/swim"
 )
 
 // The development node's identity.
@@ -35,14 +38,21 @@ const (
 var devRoles = []engine.Role{engine.RoleAdmin, engine.RoleClient, engine.RoleGate, engine.RoleManager, engine.RoleWorker}
 
 func newDevCmd() *cobra.Command {
-	var dataDir, httpAddr, sinkDir string
+	var dataDir, httpAddr, sinkDir, gossipBind string
+	var noGossip bool
 	cmd := &cobra.Command{
 		Use:   "dev",
 		Short: "Run a single development node with every default embedded",
 		Long: `Run one node for development: a data dir in a temporary folder (removed on
 exit unless --data-dir is given), a generated dev CA with a certificate for
 each role, the built-in default policy, and a Raft store with one voter.
-It prints the commands to try next.`,
+It prints the commands to try next.
+
+The node is also a gossip member on loopback (--gossip-bind, 127.0.0.1:7946
+by default, or a free port when that one is taken), with a gossip key
+generated next to the certificates (certs/gossip.key): agents started on
+this host with that key can join it, and "dc status" shows them.
+--no-gossip turns gossip off.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := applyEnvAndFile(cmd, "log-level", "log-format"); err != nil {
@@ -86,6 +96,12 @@ It prints the commands to try next.`,
 			cfg.Raft.HeartbeatTimeout = 200 * time.Millisecond
 			cfg.Raft.ElectionTimeout = 200 * time.Millisecond
 			cfg.Raft.LeaderLeaseTimeout = 100 * time.Millisecond
+			keyFile := ""
+			if !noGossip {
+				if cfg.Gossip, keyFile, err = devGossip(certs, gossipBind, cmd.Flags().Changed("gossip-bind"), logger); err != nil {
+					return err
+				}
+			}
 			return runServer(cmd.Context(), cfg, func(ctx context.Context, s *server.Server) error {
 				// Print what to try only once it will work.
 				ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -101,6 +117,8 @@ It prints the commands to try next.`,
 					sinks = filepath.Join(cfg.DataDir, "sinks")
 				}
 				printDevHelp(cmd.OutOrStdout(), s.Addr(), dataDir, certs, filepath.Join(sinks, "results.jsonl"), keep)
+				printDevGossipHelp(cmd.OutOrStdout(), s.GossipAddr(), keyFile)
+				fmt.Fprintf(cmd.OutOrStdout(), "\nPress Ctrl-C to stop.\n")
 				return nil
 			})
 		},
@@ -109,7 +127,78 @@ It prints the commands to try next.`,
 	f.StringVar(&dataDir, "data-dir", "", "keep the node's data and certificates here (default: a temporary folder removed on exit)")
 	f.StringVar(&httpAddr, "http-addr", "127.0.0.1:8443", "address of the mTLS HTTP API")
 	f.StringVar(&sinkDir, "sink-dir", "", "directory that reporter modules' file sinks write under (default: DATA_DIR/node/sinks)")
+	f.StringVar(&gossipBind, "gossip-bind", "127.0.0.1:"+strconv.Itoa(swim.DefaultPort), "loopback address (and :port) the node gossips on; if the default port is taken, a free one")
+	f.BoolVar(&noGossip, "no-gossip", false, "do not run gossip (no datacenter view, no correlation engine)")
 	return cmd
+}
+
+// devGossip returns the dev node's gossip configuration on loopback, with
+// the key in certs/gossip.key (made once, reused in a kept data dir). An
+// address given explicitly must be free; the default one falls back to a
+// free port.
+func devGossip(certs, bind string, explicit bool, logger *slog.Logger) (*swim.Config, string, error) {
+	keyFile := filepath.Join(certs, "gossip.key")
+	raw, err := os.ReadFile(keyFile)
+	if errors.Is(err, fs.ErrNotExist) {
+		k, gerr := swim.GenerateKey()
+		if gerr != nil {
+			return nil, "", gerr
+		}
+		raw = []byte(swim.EncodeKey(k) + "\n")
+		err = os.WriteFile(keyFile, raw, 0o600)
+	}
+	if err != nil {
+		return nil, "", fmt.Errorf("dev gossip key: %w", err)
+	}
+	key, err := swim.ParseKey(string(raw))
+	if err != nil {
+		return nil, "", fmt.Errorf("dev gossip key %s: %w", keyFile, err)
+	}
+	host, port, err := parseGossipAddr(bind, swim.DefaultPort)
+	if err != nil {
+		return nil, "", fmt.Errorf("--gossip-bind %q: %w", bind, err)
+	}
+	if !explicit && !gossipPortFree(host, port) {
+		logger.Info("the default gossip port is taken; the dev node gossips on a free port", "taken", net.JoinHostPort(host, strconv.Itoa(port)))
+		port = 0
+	}
+	cfg := swim.DefaultLANConfig()
+	cfg.BindAddr, cfg.BindPort, cfg.SecretKey, cfg.Logger = host, port, key, logger
+	cfg.Meta.Version = version
+	return &cfg, keyFile, nil
+}
+
+// gossipPortFree reports whether both UDP and TCP port are free on host.
+func gossipPortFree(host string, port int) bool {
+	addr := net.JoinHostPort(host, strconv.Itoa(port))
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return false
+	}
+	defer ln.Close()
+	pc, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		return false
+	}
+	return pc.Close() == nil
+}
+
+func printDevGossipHelp(w io.Writer, addr, keyFile string) {
+	self := selfCommand()
+	if addr == "" {
+		fmt.Fprintf(w, "\nGossip is off (--no-gossip).\n")
+		return
+	}
+	host, port, _ := net.SplitHostPort(addr)
+	p, _ := strconv.Atoi(port)
+	fmt.Fprintf(w, `
+  # the datacenters as the correlation engine sees them, and the gossip members
+  %s dc status
+  %s members
+
+  # the node gossips on %s; to add a gossip-only member in datacenter dc2, run in another shell:
+  #   %s agent --node agent-1 --datacenter dc2 --bind %s --join %s --gossip-key-file %s
+`, self, self, addr, self, net.JoinHostPort(host, strconv.Itoa(p+1)), addr, keyFile)
 }
 
 // devCertificates makes (or, in a kept data dir, reuses) the dev CA, the
@@ -251,8 +340,6 @@ Try, in a second shell (the exports make you the admin):
   %s job report job-1 --workflow nightly --datacenter dc1 --source manager-1 --stats '{"rows":42}' --cert %s --key %s
   %s job reporters job-1
   %s module invoke two-dc-hold --event examples/modules/events/partition_detected.json
-
-Press Ctrl-C to stop.
 `, devNode, addr, devCluster, devEnv, devDatacenter, dataDir, removal,
 		addr, c("ca.crt"), c("admin.crt"), c("admin.key"),
 		self, c("worker.crt"), c("manager.crt"),

@@ -18,6 +18,7 @@ import (
 	"github.com/coordinatord/coordinatord/api"
 	"github.com/coordinatord/coordinatord/client"
 	"github.com/coordinatord/coordinatord/engine"
+	"github.com/coordinatord/coordinatord/raftstore"
 	"github.com/coordinatord/coordinatord/server"
 )
 
@@ -266,6 +267,7 @@ func must(err error) {
 // leaseLimitFlags are the server's lease TTL bounds.
 type leaseLimitFlags struct {
 	min, max, def time.Duration
+	maxHold       time.Duration
 }
 
 func (l *leaseLimitFlags) addFlags(fl *pflag.FlagSet) {
@@ -273,6 +275,7 @@ func (l *leaseLimitFlags) addFlags(fl *pflag.FlagSet) {
 	fl.DurationVar(&l.min, "lease-min-ttl", d.MinTTL, "shortest lease TTL a client may ask for (at least the Raft election timeout)")
 	fl.DurationVar(&l.max, "lease-max-ttl", d.MaxTTL, "longest lease TTL; a renewal never extends a lease beyond it")
 	fl.DurationVar(&l.def, "lease-default-ttl", d.DefaultTTL, "TTL of a lease acquired without one")
+	fl.DurationVar(&l.maxHold, "lease-max-hold", raftstore.DefaultMaxLeaseHold, "longest a lease is held past its expiry while the correlation engine suspects a partition, counted from the episode's detection (0: no cap)")
 }
 
 func (l *leaseLimitFlags) apply(cfg *server.Config) error {
@@ -281,5 +284,9 @@ func (l *leaseLimitFlags) apply(cfg *server.Config) error {
 		return fmt.Errorf("--lease-min-ttl/--lease-max-ttl/--lease-default-ttl: %w", err)
 	}
 	cfg.Raft.LeaseLimits = lim
+	if l.maxHold < 0 {
+		return fmt.Errorf("--lease-max-hold %s: must not be negative", l.maxHold)
+	}
+	cfg.Raft.MaxLeaseHold = l.maxHold
 	return nil
 }

@@ -78,6 +78,8 @@ Flags of server commands can also be given as environment variables
 		newLoadTestCmd(),
 		newAgentCmd(),
 		newKeygenCmd(),
+		newDCCmd(),
+		newMembersCmd(),
 	)
 	return root
 }

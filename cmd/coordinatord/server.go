@@ -39,10 +39,17 @@ type serverFlags struct {
 	clusterOpts       clusterFlags
 	leaseLimits       leaseLimitFlags
 	reporters         reporterFlags
+	gossip            gossipFlags
+	correlation       correlationFlags
 }
 
 func newServerCmd() *cobra.Command {
 	var f serverFlags
+	return f.command()
+}
+
+// command returns the server command, its flags bound to f.
+func (f *serverFlags) command() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "server",
 		Short: "Run a coordinatord node",
@@ -58,14 +65,25 @@ the built-in default policy. The others start with --join, naming the API
 address of any member: the node asks to be added with its own certificate,
 and retries until the leader has added it. Nodes talk Raft over mutual TLS on
 --raft-addr and accept only peers whose certificates say role coordinator,
-same cluster, same env.`,
+same cluster, same env.
+
+With the gossip pool's key (--gossip-key-file, made with "coordinatord
+keygen"), the node is also a member of the gossip pool (SWIM): it gossips on
+--gossip-bind, joins --gossip-join (other servers' or agents' gossip
+addresses), and takes part in telling a dead datacenter from a partition.
+The leader runs the correlation engine; while it suspects a partition,
+leases owned in the cut-off datacenters are held, not expired, for at most
+--lease-max-hold from the detection. The --gossip-* timing flags are the
+agent's (see "coordinatord agent --help") with the gossip- prefix. Without a
+key the node is no gossip member.`,
 		Example: `  coordinatord server --bootstrap --data-dir /var/lib/coordinatord \
     --node-id node-1 --cluster prod --env prod --datacenter dc1 \
     --tls-cert node-1.crt --tls-key node-1.key --ca ca.crt
   coordinatord server --join node-1.example:8443 --data-dir /var/lib/coordinatord \
     --node-id node-2 --cluster prod --env prod --datacenter dc1 \
     --http-addr 10.0.0.2:8443 --raft-addr 10.0.0.2:8444 \
-    --tls-cert node-2.crt --tls-key node-2.key --ca ca.crt
+    --tls-cert node-2.crt --tls-key node-2.key --ca ca.crt \
+    --gossip-bind 10.0.0.2:7946 --gossip-join 10.0.0.1:7946 --gossip-key-file gossip.key
   coordinatord server --config /etc/coordinatord.yaml`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -106,6 +124,8 @@ same cluster, same env.`,
 	f.clusterOpts.addFlags(fl)
 	f.leaseLimits.addFlags(fl)
 	f.reporters.addFlags(fl)
+	f.gossip.addFlags(fl, "gossip-")
+	f.correlation.addFlags(fl)
 	return cmd
 }
 
@@ -154,6 +174,12 @@ func (f *serverFlags) serverConfig(logger *slog.Logger) (server.Config, error) {
 		return cfg, err
 	}
 	if err := f.reporters.apply(&cfg); err != nil {
+		return cfg, err
+	}
+	if err := f.correlation.apply(&cfg); err != nil {
+		return cfg, err
+	}
+	if err := serverGossip(&f.gossip, &cfg, logger); err != nil {
 		return cfg, err
 	}
 	return cfg, nil
