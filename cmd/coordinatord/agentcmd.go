@@ -14,10 +14,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hashicorp/memberlist"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"github.com/hashicorp/memberlist"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
