@@ -108,12 +108,12 @@ func (s *Server) startLeading(ctx context.Context) *leaderCorrelator {
 		}
 	}
 	evs := l.seed(now)
-	members := 0
+	dcs := 0
 	if rec := l.committed; rec != nil {
-		members = len(rec.Datacenters)
+		dcs = len(rec.Datacenters)
 	}
 	l.log.Info("leading: correlation engine started from the committed record",
-		"restored_episode", restored, "held", heldNow(l.committed, now), "committed_datacenters", members)
+		"restored_episode", restored, "held", heldNow(l.committed, now), "committed_datacenters", dcs)
 	l.handle(ctx, evs)
 	return l
 }

@@ -598,3 +598,44 @@ func TestANodeWithoutGossipAnswersWithAnEmptyView(t *testing.T) {
 		t.Errorf("a coordinator reading members: %v, want 403", err)
 	}
 }
+
+func TestHeldLeasesExpireWhenTheCapIsReached(t *testing.T) {
+	clk := newTestClock()
+	p := &pool{}
+	ms := newFakeMembership(clk.Now)
+	p.add(ms)
+	n := startNodeWith(t, func(cfg *Config) {
+		testCorrelation(clk, ms)(cfg)
+		cfg.Raft.MaxLeaseHold = time.Minute
+	})
+	s := n.srv
+	waitRecord(t, s, "the first record", func(r *raftstore.CorrelationRecord) bool { return len(r.Datacenters) == len(poolDCs) })
+	leaseIn(t, s, "job-dc4", "dc4", leaseTTL)
+	rec := startPartition(t, s, clk, p, "dc3", "dc4", "dc5")
+	if want := rec.Episode.DetectedAt.Add(time.Minute); !rec.HoldUntil.Equal(want) {
+		t.Fatalf("hold until %s, want %s", rec.HoldUntil, want)
+	}
+	clk.Advance(2 * leaseTTL)
+	waitFor(t, "job-dc4 held", func() bool { return logged(n.logs.String(), msgHeld, "job_id", `"job-dc4"`) })
+	if l := leaseNow(t, s, "job-dc4"); l.State != engine.LeaseActive {
+		t.Fatalf("job-dc4 is %s before the cap", l.State)
+	}
+	// The partition goes on past the cap: the lease expires, the episode
+	// does not end.
+	clk.Advance(time.Minute)
+	waitLeaseState(t, s, "job-dc4", engine.LeaseExpired)
+	waitFor(t, "the cap logged", func() bool {
+		return logged(n.logs.String(), "lease hold cap reached: the held leases expire as usual from now on",
+			"datacenters", `["dc3","dc4","dc5"]`, "job_ids", `["job-dc4"]`)
+	})
+	if rec := s.Store().Correlation(); rec.Episode == nil {
+		t.Fatal("the episode ended with the cap")
+	}
+	dcs, err := n.client(engine.RoleAdmin).Datacenters(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := dcs.Committed; c.DelayEviction || len(c.HeldDatacenters) != 0 || c.Episode == nil || !c.Episode.CapReached {
+		t.Errorf("after the cap: %+v", c)
+	}
+}
