@@ -136,6 +136,31 @@ func (c *Correlator) Restore(at time.Time, ep Episode) {
 	}
 }
 
+// RestoreDatacenter continues a datacenter's committed state: a new leader
+// calls it for each datacenter of the last committed record (after Restore)
+// so that states and their since times carry over instead of starting
+// healthy, and confirmations, recoveries and flap damping go on from where
+// the earlier leader left them. Its own observations then move them as
+// usual. A since after the latest input counts as now.
+func (c *Correlator) RestoreDatacenter(at time.Time, dc string, state DCState, since time.Time) {
+	now := c.advance(at)
+	if since.After(now) || since.IsZero() {
+		since = now
+	}
+	t := c.track(dc)
+	t.state, t.since = state, since
+	t.wasDown = state.down()
+	switch state {
+	case DCHealthy:
+		t.downSince = time.Time{}
+	case DCFlapping:
+		// Damped until the cooldown has passed since it became flapping.
+		t.downSince, t.lastFlip = since, since
+	default:
+		t.downSince = since
+	}
+}
+
 func (c *Correlator) pruneRTT(t *dcTrack, now time.Time) {
 	cut := 0
 	for cut < len(t.rtts) && now.Sub(t.rtts[cut].at) > c.cfg.LatencyWindow {

@@ -389,3 +389,51 @@ func TestMemberNamesListsTheCountedMembersSorted(t *testing.T) {
 		t.Fatalf("MemberNames = %s", got)
 	}
 }
+
+func TestANewLeaderContinuesTheDatacenterStatesWithTheirSinceTimes(t *testing.T) {
+	w := newWorld(t, dcs(4, 2))
+	w.dark("dc2")
+	w.at(6 * time.Second) // dc2 failed alone
+	w.dark("dc3")
+	w.at(7 * time.Second) // dc3 failing
+	before := w.c.Status()
+
+	c2, err := NewCorrelator(DefaultCorrelationConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range before.Datacenters {
+		c2.RestoreDatacenter(w.now, d.Name, d.State, d.Since)
+	}
+	var evs []CorrelationEvent
+	for dc, n := range w.size {
+		for i := 0; i < n; i++ {
+			s := MemberAlive
+			if dc == "dc2" || dc == "dc3" {
+				s = MemberDead
+			}
+			evs = append(evs, c2.MemberUpdate(w.now, memberName(dc, i), dc, s)...)
+		}
+	}
+	if len(evs) != 0 {
+		t.Fatalf("restoring and seeding the same view emitted %v", evs)
+	}
+	after := c2.Status()
+	for i, d := range after.Datacenters {
+		if b := before.Datacenters[i]; d.Name != b.Name || d.State != b.State || !d.Since.Equal(b.Since) {
+			t.Errorf("%s: %s since %s, want %s since %s", d.Name, d.State, d.Since, b.State, b.Since)
+		}
+	}
+	// dc3's confirmation goes on from when it began failing (6s), not from
+	// the leader change (7s): failed at 11s.
+	if evs := c2.Tick(w.now.Add(3 * time.Second)); len(evs) != 0 {
+		t.Fatalf("at 10s: %v, want nothing yet", evs)
+	}
+	evs = c2.Tick(w.now.Add(4 * time.Second))
+	if len(evs) == 0 || evs[0].Datacenter != "dc3" || evs[0].To != DCFailed {
+		t.Fatalf("at 11s: %v, want dc3 failed", evs)
+	}
+	if after.Severity != before.Severity {
+		t.Errorf("severity %s, want %s", after.Severity, before.Severity)
+	}
+}

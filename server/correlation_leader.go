@@ -39,7 +39,8 @@ import (
 // A new leader reads the committed record (after a read barrier, so it has
 // applied everything its predecessor committed), restores the episode into
 // a fresh engine (engine.Correlator.Restore: no second partition_detected,
-// the same datacenters held), keeps a module decision it finds, seeds the
+// the same datacenters held) and every datacenter's state with its since
+// time (RestoreDatacenter), keeps a module decision it finds, seeds the
 // engine with its own member list, and goes on from there.
 
 // farFuture is HoldUntil when no cap is configured (MaxLeaseHold 0).
@@ -78,6 +79,10 @@ type leaderCorrelator struct {
 	retryAt time.Time
 	// lost is set when a commit found this node no longer leads.
 	lost bool
+	// takeover is set until this leader's first record is committed: a new
+	// leader commits one even when its view equals the committed one, so
+	// that the record names the node that runs the engine.
+	takeover bool
 }
 
 // startLeading builds the engine of a new leader, or returns nil when the
@@ -97,14 +102,21 @@ func (s *Server) startLeading(ctx context.Context) *leaderCorrelator {
 		s.corr.log.Error("correlation engine not started", "error", err)
 		return nil
 	}
-	l := &leaderCorrelator{s: s, cor: cor, log: s.corr.log, committed: s.store.Correlation()}
+	l := &leaderCorrelator{s: s, cor: cor, log: s.corr.log, committed: s.store.Correlation(), takeover: true}
 	now := s.clock()
 	restored := ""
-	if rec := l.committed; rec != nil && rec.Episode != nil {
-		cor.Restore(now, *rec.Episode)
-		restored = rec.Episode.ID
-		if rec.Decision.Source == raftstore.DecisionModules {
-			l.mod = &moduleDecision{decision: rec.Decision, held: slices.Clone(rec.Held)}
+	if rec := l.committed; rec != nil {
+		if rec.Episode != nil {
+			cor.Restore(now, *rec.Episode)
+			restored = rec.Episode.ID
+			if rec.Decision.Source == raftstore.DecisionModules {
+				l.mod = &moduleDecision{decision: rec.Decision, held: slices.Clone(rec.Held)}
+			}
+		}
+		// The datacenters' states and since times carry over too; this
+		// node's own view moves them from there.
+		for _, d := range rec.Datacenters {
+			cor.RestoreDatacenter(now, d.Name, d.State, d.Since)
 		}
 	}
 	evs := l.seed(now)
@@ -240,7 +252,7 @@ func (l *leaderCorrelator) commit(ctx context.Context) {
 		return
 	}
 	u := l.view(l.cor.Status())
-	if len(l.pending) == 0 && l.committed != nil && viewKey(u) == viewKey(recordView(l.committed)) {
+	if len(l.pending) == 0 && !l.takeover && l.committed != nil && viewKey(u) == viewKey(recordView(l.committed)) {
 		return
 	}
 	newHeld := u.Held
@@ -270,7 +282,7 @@ func (l *leaderCorrelator) commit(ctx context.Context) {
 	old := l.committed
 	l.committed = &res.Record
 	events := l.pending
-	l.pending = nil
+	l.pending, l.takeover = nil, false
 	l.s.corr.metrics.records.Inc()
 	for _, ev := range events {
 		l.logEvent(ev)

@@ -541,6 +541,7 @@ func TestANewLeaderContinuesTheEpisodeAndItsHolds(t *testing.T) {
 	}
 
 	// The leader goes away during the episode.
+	before := leader.Store().Correlation()
 	if err := leader.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -568,6 +569,18 @@ func TestANewLeaderContinuesTheEpisodeAndItsHolds(t *testing.T) {
 	rec = waitRecord(t, next.srv, "a record by the new leader", func(r *raftstore.CorrelationRecord) bool { return r.Leader == next.id })
 	if rec.Episode == nil || rec.Episode.ID != episode || !slices.Equal(rec.Held, []string{"dc3", "dc4", "dc5"}) || countCorrEvents(rec, engine.EventPartitionDetected) != 1 {
 		t.Fatalf("the new leader's record: episode %+v held %v, %d partition_detected", rec.Episode, rec.Held, countCorrEvents(rec, engine.EventPartitionDetected))
+	}
+	// The datacenters keep their states and since times: the new leader's
+	// view is the same (the fake pool does not show node-1 going away).
+	for i, d := range rec.Datacenters {
+		if b := before.Datacenters[i]; d.Name != b.Name || d.State != b.State || !d.Since.Equal(b.Since) {
+			t.Errorf("%s was %s since %s, is %s since %s after the leader change", d.Name, b.State, b.Since, d.State, d.Since)
+		}
+	}
+	for _, ev := range rec.Events[len(before.Events):] {
+		if ev.Type == engine.EventDCStateChanged {
+			t.Errorf("the new leader reported %+v", ev)
+		}
 	}
 
 	// It also ends the episode, once.
