@@ -345,6 +345,12 @@ func TestALossyPoolStillConverges(t *testing.T) {
 		}
 		return true
 	})
+	for i, r := range rs {
+		got := gather(t, r.Collectors(), "coordinatord_swim_injected_packet_drops_total", nil)
+		if _, dropped := lossy[i].Stats(); got == 0 || got > float64(dropped) {
+			t.Errorf("%s: injected drops metric = %v, transport counted %d", r.Name(), got, dropped)
+		}
+	}
 }
 
 func TestAForgottenMemberLeavesTheViewWithoutAnEvent(t *testing.T) {

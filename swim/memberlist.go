@@ -28,8 +28,12 @@ type Memberlist struct {
 	table atomic.Pointer[nodeTable]
 
 	transport transportCounters
-	counters  counters
-	metrics   *metrics
+	// lossy is the chaos transport of Config.WrapTransport, when it is
+	// one: its drops are exported so that a run with injected loss shows
+	// the loss was there.
+	lossy    lossStats
+	counters counters
+	metrics  *metrics
 
 	// mu guards the view and the sends on the channels. Lock order:
 	// memberlist's table lock, then mu; nothing called with mu held calls
@@ -102,6 +106,9 @@ func New(cfg Config) (*Memberlist, error) {
 	var tr memberlist.NodeAwareTransport = newCountingTransport(nt, &m.transport)
 	if cfg.WrapTransport != nil {
 		tr = cfg.WrapTransport(tr)
+		if ls, ok := tr.(lossStats); ok {
+			m.lossy = ls
+		}
 	}
 	mc.Transport = tr
 	mc.Delegate = metaDelegate{m}

@@ -67,7 +67,7 @@ func (m *Memberlist) Collectors() []prometheus.Collector {
 		sbytes      = "coordinatord_swim_stream_bytes_total"
 		sbytesHelp  = "Bytes of gossip TCP streams sent and received by this member."
 	)
-	return []prometheus.Collector{
+	cs := []prometheus.Collector{
 		m.metrics.events,
 		counter("coordinatord_swim_member_events_dropped_total",
 			"Member events lost because the consumer of the events channel fell behind.", nil, &m.counters.eventsDropped),
@@ -89,6 +89,19 @@ func (m *Memberlist) Collectors() []prometheus.Collector {
 		counter(sbytes, sbytesHelp, sent, &t.streamBytesSent),
 		counter(sbytes, sbytesHelp, recv, &t.streamBytesReceived),
 	}
+	if ls := m.lossy; ls != nil {
+		cs = append(cs, prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "coordinatord_swim_injected_packet_drops_total",
+			Help: "Outgoing gossip UDP packets dropped on purpose by the injected-loss test transport (--gossip-loss); absent without it.",
+		}, func() float64 { _, dropped := ls.Stats(); return float64(dropped) }))
+	}
+	return cs
+}
+
+// lossStats is what a chaos transport (LossyTransport) tells about the
+// packets it dropped on purpose.
+type lossStats interface {
+	Stats() (sent, dropped uint64)
 }
 
 type metrics struct {
