@@ -421,6 +421,77 @@ func TestACorrelationModuleThatNarrowsTheHeldSetIsObeyed(t *testing.T) {
 	}
 }
 
+// A module may hold more than the episode's datacenters (here dc2, which
+// gossip still sees healthy): the held set is what it says, within the
+// cap.
+func TestACorrelationModuleThatWidensTheHeldSetIsObeyed(t *testing.T) {
+	n, clk, p := corrNode(t)
+	s := n.srv
+	widen := padNote(t, `{"hold":true,"datacenters":["dc2","dc3","dc4","dc5"],"notes":["uplink`, len(watCorrelationOutput))
+	putModuleAs(t, n, "widen", "correlation", patched(t, moduleFile(t, "wat/correlation.wasm"), watCorrelationOutput, widen))
+	for _, dc := range []string{"dc1", "dc2", "dc4"} {
+		leaseIn(t, s, "job-"+dc, dc, leaseTTL)
+	}
+	rec := startPartition(t, s, clk, p, "dc3", "dc4", "dc5")
+	if !slices.Equal(rec.Held, []string{"dc2", "dc3", "dc4", "dc5"}) || rec.Decision.Source != raftstore.DecisionModules ||
+		!slices.Equal(rec.Decision.Modules, []string{"widen"}) {
+		t.Fatalf("record: held %v, decision %+v; want the module's four datacenters", rec.Held, rec.Decision)
+	}
+	clk.Advance(2 * leaseTTL)
+	waitLeaseState(t, s, "job-dc1", engine.LeaseExpired)
+	for _, job := range []string{"job-dc2", "job-dc4"} {
+		waitFor(t, "the expiry loop holds "+job, func() bool {
+			return logged(n.logs.String(), msgHeld, "job_id", `"`+job+`"`)
+		})
+		if l := leaseNow(t, s, job); l.State != engine.LeaseActive {
+			t.Fatalf("%s is %s; the module held its datacenter", job, l.State)
+		}
+	}
+}
+
+// An output that breaks the schema is no vote: the built-in decision
+// (hold the episode's datacenters) stands, and the defect is logged with
+// the module, the field and the event's datacenters.
+func TestACorrelationModuleWithAnInvalidOutputFallsBackToTheBuiltInDecision(t *testing.T) {
+	const (
+		invalid = "correlation module answered invalidly; the built-in decision is used for it"
+		failed  = "correlation module failed; the built-in decision is used for it"
+	)
+	for _, tc := range []struct {
+		name, output, msg, field string
+	}{
+		{"unknown datacenter", `{"hold":true,"datacenters":["dc9"],"notes":["`, invalid, `datacenters[0]`},
+		{"hold not a boolean", `{"hold":"yes","notes":["`, invalid, `hold`},
+		{"unknown field", `{"hold":false,"evict":true,"notes":["`, invalid, `evict`},
+		// The sandbox refuses output that is not JSON at the host call.
+		{"not JSON", `{"hold":false,,"notes":["`, failed, `not valid JSON`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n, clk, p := corrNode(t)
+			s := n.srv
+			bad := padNote(t, tc.output, len(watCorrelationOutput))
+			putModuleAs(t, n, "bad", "correlation", patched(t, moduleFile(t, "wat/correlation.wasm"), watCorrelationOutput, bad))
+			leaseIn(t, s, "job-dc4", "dc4", leaseTTL)
+			rec := startPartition(t, s, clk, p, "dc3", "dc4", "dc5")
+			if !slices.Equal(rec.Held, []string{"dc3", "dc4", "dc5"}) || rec.Decision.Source != raftstore.DecisionBuiltIn {
+				t.Fatalf("record: held %v, decision %+v; want the built-in decision", rec.Held, rec.Decision)
+			}
+			logs := n.logs.String()
+			if !logged(logs, tc.msg, "module", `"bad"`,
+				"datacenters", `["dc3","dc4","dc5"]`, "job_ids", `["job-dc4"]`) {
+				t.Errorf("no log line of the invalid answer:\n%s", logs)
+			}
+			if tc.field != "" && !strings.Contains(logs, tc.field) {
+				t.Errorf("the logs do not name the bad field %q:\n%s", tc.field, logs)
+			}
+			clk.Advance(2 * leaseTTL)
+			waitFor(t, "the expiry loop holds job-dc4", func() bool {
+				return logged(n.logs.String(), msgHeld, "job_id", `"job-dc4"`)
+			})
+		})
+	}
+}
+
 func TestATrappingCorrelationModuleFallsBackToTheBuiltInDecision(t *testing.T) {
 	n, clk, p := corrNode(t)
 	s := n.srv
