@@ -47,6 +47,24 @@ type dcTrack struct {
 	// wasDown remembers, while flapping, whether the last raw view was down.
 	wasDown bool
 	rtts    []rttSample
+	// members counts the datacenter's members the engine holds (not
+	// left), and alive, suspect and dead those in each state: kept as
+	// members change so that an update costs the same with a thousand
+	// members as with ten.
+	members, alive, suspect, dead int
+}
+
+// count adds delta to the counters of a member in state.
+func (t *dcTrack) count(state MemberState, delta int) {
+	t.members += delta
+	switch state {
+	case MemberAlive:
+		t.alive += delta
+	case MemberSuspect:
+		t.suspect += delta
+	case MemberDead:
+		t.dead += delta
+	}
 }
 
 // NewCorrelator returns an engine with no datacenter known yet.
@@ -77,10 +95,14 @@ func (c *Correlator) track(dc string) *dcTrack {
 // moves to another datacenter is counted in the new one only.
 func (c *Correlator) MemberUpdate(at time.Time, node, dc string, state MemberState) []CorrelationEvent {
 	now := c.advance(at)
+	if old, ok := c.members[node]; ok {
+		c.track(old.dc).count(old.state, -1)
+	}
 	if state == MemberLeft {
 		delete(c.members, node)
 	} else {
 		c.members[node] = member{dc: dc, state: state}
+		c.track(dc).count(state, +1)
 	}
 	c.track(dc)
 	return c.evaluate(now)
@@ -185,20 +207,11 @@ func (c *Correlator) latency(t *dcTrack) (time.Duration, bool) {
 
 // counts returns a datacenter's alive, suspect and dead members.
 func (c *Correlator) counts(dc string) (alive, suspect, dead int) {
-	for _, m := range c.members {
-		if m.dc != dc {
-			continue
-		}
-		switch m.state {
-		case MemberAlive:
-			alive++
-		case MemberSuspect:
-			suspect++
-		case MemberDead:
-			dead++
-		}
+	t := c.dcs[dc]
+	if t == nil {
+		return 0, 0, 0
 	}
-	return alive, suspect, dead
+	return t.alive, t.suspect, t.dead
 }
 
 // rawDown is the instantaneous view: more than the failing share of the
@@ -352,16 +365,20 @@ func (c *Correlator) correlated() []string {
 // known counts datacenters with at least one member that has not left, and
 // those restored from an episode whose members are not known yet.
 func (c *Correlator) known() int {
-	seen := map[string]bool{}
-	for _, m := range c.members {
-		seen[m.dc] = true
+	n := 0
+	for dc, t := range c.dcs {
+		if t.members > 0 || (c.episode != nil && slices.Contains(c.episode.Datacenters, dc)) {
+			n++
+		}
 	}
 	if c.episode != nil {
 		for _, dc := range c.episode.Datacenters {
-			seen[dc] = true
+			if c.dcs[dc] == nil {
+				n++
+			}
 		}
 	}
-	return len(seen)
+	return n
 }
 
 func (c *Correlator) severity(n, total int) Severity {

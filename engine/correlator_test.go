@@ -2,6 +2,7 @@ package engine
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
@@ -357,28 +358,54 @@ func TestCorrelationConfigValidation(t *testing.T) {
 	}
 }
 
-// BenchmarkCorrelationUpdate measures one member update in a 15-member,
-// 5-datacenter world (the cost per SWIM event on the leader).
+// BenchmarkCorrelationUpdate measures the engine's cost per input on the
+// leader: a member update (one SWIM event), an RTT sample and a tick, in a
+// 15-member, 5-datacenter world and in a 1,000-member, 50-datacenter one.
 //
 //	go test -run '^$' -bench BenchmarkCorrelationUpdate -benchmem ./engine
 func BenchmarkCorrelationUpdate(b *testing.B) {
-	c, err := NewCorrelator(DefaultCorrelationConfig())
-	if err != nil {
-		b.Fatal(err)
-	}
-	now := t0
-	for dc := 1; dc <= 5; dc++ {
-		for i := 0; i < 3; i++ {
-			c.MemberUpdate(now, fmt.Sprintf("dc%d-m%d", dc, i), fmt.Sprintf("dc%d", dc), MemberAlive)
+	for _, size := range []struct{ dcs, perDC int }{{5, 3}, {50, 20}} {
+		world := func(b *testing.B) (*Correlator, time.Time) {
+			c, err := NewCorrelator(DefaultCorrelationConfig())
+			if err != nil {
+				b.Fatal(err)
+			}
+			now := t0
+			for dc := 1; dc <= size.dcs; dc++ {
+				for i := 0; i < size.perDC; i++ {
+					c.MemberUpdate(now, fmt.Sprintf("dc%d-m%d", dc, i), fmt.Sprintf("dc%d", dc), MemberAlive)
+				}
+			}
+			return c, now
 		}
-	}
-	states := []MemberState{MemberSuspect, MemberAlive}
-	b.ReportAllocs()
-	i := 0
-	for b.Loop() {
-		now = now.Add(time.Millisecond)
-		c.MemberUpdate(now, "dc3-m1", "dc3", states[i%2])
-		i++
+		name := fmt.Sprintf("%dmembers-%ddcs", size.dcs*size.perDC, size.dcs)
+		b.Run(name+"/member", func(b *testing.B) {
+			c, now := world(b)
+			states := []MemberState{MemberSuspect, MemberAlive}
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				now = now.Add(time.Millisecond)
+				c.MemberUpdate(now, "dc3-m1", "dc3", states[i%2])
+				i++
+			}
+		})
+		b.Run(name+"/rtt", func(b *testing.B) {
+			c, now := world(b)
+			b.ReportAllocs()
+			for b.Loop() {
+				now = now.Add(time.Millisecond)
+				c.RTT(now, "dc3", 2*time.Millisecond)
+			}
+		})
+		b.Run(name+"/tick", func(b *testing.B) {
+			c, now := world(b)
+			b.ReportAllocs()
+			for b.Loop() {
+				now = now.Add(time.Second)
+				c.Tick(now)
+			}
+		})
 	}
 }
 
@@ -435,5 +462,48 @@ func TestANewLeaderContinuesTheDatacenterStatesWithTheirSinceTimes(t *testing.T)
 	}
 	if after.Severity != before.Severity {
 		t.Errorf("severity %s, want %s", after.Severity, before.Severity)
+	}
+}
+
+// The per-datacenter member counts are kept as members change; after any
+// sequence of updates (moves between datacenters, leaving, coming back)
+// they must equal a recount of the members, and known() the datacenters
+// that have members.
+func TestMemberCountsFollowEveryUpdate(t *testing.T) {
+	c, err := NewCorrelator(DefaultCorrelationConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	states := []MemberState{MemberAlive, MemberSuspect, MemberDead, MemberLeft}
+	now := t0
+	for step := range 5000 {
+		now = now.Add(10 * time.Millisecond)
+		node := fmt.Sprintf("m%d", rng.IntN(12))
+		dc := fmt.Sprintf("dc%d", rng.IntN(4))
+		c.MemberUpdate(now, node, dc, states[rng.IntN(len(states))])
+
+		want := map[string][3]int{}
+		for _, m := range c.members {
+			n := want[m.dc]
+			switch m.state {
+			case MemberAlive:
+				n[0]++
+			case MemberSuspect:
+				n[1]++
+			case MemberDead:
+				n[2]++
+			}
+			want[m.dc] = n
+		}
+		for dc := range c.dcs {
+			a, s, d := c.counts(dc)
+			if got := [3]int{a, s, d}; got != want[dc] {
+				t.Fatalf("step %d: %s counts alive/suspect/dead %v, recount %v", step, dc, got, want[dc])
+			}
+		}
+		if c.episode == nil && c.known() != len(want) {
+			t.Fatalf("step %d: known() = %d, %d datacenters have members", step, c.known(), len(want))
+		}
 	}
 }
