@@ -470,10 +470,11 @@ type partitionScenario struct {
 // than half: failing); dc4 and dc5 lose both of theirs.
 var darkDCs = []string{"dc3", "dc4", "dc5"}
 
-// partitionTTL is the TTL of the partition tests' leases: longer than the
-// time to detect the partition (about 6s: suspicion, then the 5s failure
-// confirmation), so that the leases are still active when the hold begins.
-const partitionTTL = 10 * time.Second
+// partitionTTL is the TTL of the partition tests' leases: well over the
+// time to detect the partition (6–7s here: suspicion, the 5s failure
+// confirmation, the 1s tick), so that the leases are still active when the
+// hold begins even on a loaded machine.
+const partitionTTL = 15 * time.Second
 
 // startPartition starts the cluster and modules, acquires the leases,
 // kills the dark datacenters' agents and waits until the episode is
@@ -529,6 +530,12 @@ func startPartition(t *testing.T) *partitionScenario {
 	})
 	s.detectedBy = gc.Leader()
 	s.episode = s.detected.Committed.Episode.ID
+	for job, l := range s.abandoned {
+		if at := s.detected.Committed.Episode.DetectedAt; !at.Before(l.ExpiresAt) {
+			t.Fatalf("the partition was detected at %s, after %s's expiry %s: detection took %s, longer than this test's TTL allows",
+				at.Format("15:04:05.000"), job, l.ExpiresAt.Format("15:04:05.000"), at.Sub(s.killed))
+		}
+	}
 	t.Logf("partition of %v detected %s after the kill: episode %s, severity %s, held %v, decided by %s %v (%v)",
 		s.dark, s.detected.Committed.Episode.DetectedAt.Sub(s.killed).Round(time.Millisecond), s.episode,
 		s.detected.Committed.Severity, s.detected.Committed.HeldDatacenters, s.detected.Committed.Decision.Source,
