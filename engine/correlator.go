@@ -18,6 +18,9 @@ type Correlator struct {
 	dcs     map[string]*dcTrack
 	health  int
 	episode *Episode
+	// lastEpisode is the id of the latest episode, so that a new one never
+	// repeats it.
+	lastEpisode string
 	// now is the time of the latest input; time never goes backwards for
 	// the engine even if inputs arrive slightly out of order.
 	now time.Time
@@ -95,16 +98,60 @@ func (c *Correlator) track(dc string) *dcTrack {
 // moves to another datacenter is counted in the new one only.
 func (c *Correlator) MemberUpdate(at time.Time, node, dc string, state MemberState) []CorrelationEvent {
 	now := c.advance(at)
+	c.setMember(node, dc, state)
+	return c.evaluate(now)
+}
+
+// setMember records one member without evaluating. A member that left is
+// forgotten from the datacenter it was counted in, whatever dc says (a
+// caller that no longer knows it may not know its datacenter either).
+func (c *Correlator) setMember(node, dc string, state MemberState) {
 	if old, ok := c.members[node]; ok {
 		c.track(old.dc).count(old.state, -1)
 	}
 	if state == MemberLeft {
 		delete(c.members, node)
-	} else {
-		c.members[node] = member{dc: dc, state: state}
-		c.track(dc).count(state, +1)
+		return
 	}
-	c.track(dc)
+	c.members[node] = member{dc: dc, state: state}
+	c.track(dc).count(state, +1)
+}
+
+// MemberObservation is one member of a whole membership list.
+type MemberObservation struct {
+	Name, Datacenter string
+	State            MemberState
+}
+
+// SetMembers replaces the members the engine counts with list (members
+// not in it are forgotten, as if they had left) and then evaluates once.
+// A new leader seeding the engine, or a resynchronisation after lost
+// events, must use it rather than one MemberUpdate per member: evaluating
+// after each one would judge datacenters on a half-loaded view (a held
+// datacenter whose alive members sort first would look up and end the
+// episode).
+func (c *Correlator) SetMembers(at time.Time, list []MemberObservation) []CorrelationEvent {
+	now := c.advance(at)
+	listed := make(map[string]bool, len(list))
+	for _, m := range list {
+		listed[m.Name] = true
+		c.setMember(m.Name, m.Datacenter, m.State)
+	}
+	for name := range c.members {
+		if !listed[name] {
+			c.setMember(name, "", MemberLeft)
+		}
+	}
+	return c.evaluate(now)
+}
+
+// Forget removes members (memberlist no longer lists them) and evaluates
+// once.
+func (c *Correlator) Forget(at time.Time, names []string) []CorrelationEvent {
+	now := c.advance(at)
+	for _, name := range names {
+		c.setMember(name, "", MemberLeft)
+	}
 	return c.evaluate(now)
 }
 
@@ -152,6 +199,7 @@ func (c *Correlator) Restore(at time.Time, ep Episode) {
 	cp := ep
 	cp.Datacenters = slices.Clone(ep.Datacenters)
 	c.episode = &cp
+	c.lastEpisode = ep.ID
 	for _, dc := range ep.Datacenters {
 		t := c.track(dc)
 		t.state, t.since, t.downSince, t.wasDown = DCFailed, now, now, true
@@ -260,8 +308,9 @@ func (c *Correlator) step(dc string, t *dcTrack, now time.Time) {
 		t.wasDown = down
 	}
 	if t.state == DCFlapping {
-		if now.Sub(t.lastFlip) >= c.cfg.FlapCooldown {
-			// Calm again: take the current view at face value.
+		if now.Sub(t.lastFlip) >= c.cfg.FlapCooldown && (!down || c.health < c.cfg.HealthScoreLimit) {
+			// Calm again: take the current view at face value (a failure
+			// only from a trusted view).
 			t.flips = nil
 			if down {
 				c.set(t, DCFailed, now)
@@ -300,7 +349,10 @@ func (c *Correlator) step(dc string, t *dcTrack, now time.Time) {
 	case DCRecovering:
 		switch {
 		case down:
+			// A new outage: it correlates with the others from now, not
+			// from when the earlier one began.
 			c.set(t, DCFailed, now)
+			t.downSince = now
 		case now.Sub(t.since) >= c.cfg.RecoveryConfirmation:
 			c.set(t, DCHealthy, now)
 			t.downSince = time.Time{}
@@ -401,9 +453,18 @@ func (c *Correlator) correlate(now time.Time) []CorrelationEvent {
 	affected, healthy := c.split()
 	ep := c.episode
 	switch {
+	case ep == nil && sev.rank() >= SeverityMedium.rank() && c.health >= c.cfg.HealthScoreLimit:
+		// This node's own view is not trusted (it misses probes itself):
+		// no episode starts from it, as no failure is confirmed from it.
+		return nil
 	case ep == nil && sev.rank() >= SeverityMedium.rank():
+		id := "ep-" + now.UTC().Format("20060102T150405.000000000Z")
+		if id == c.lastEpisode {
+			id += "-2" // detected in the same instant the last one healed
+		}
+		c.lastEpisode = id
 		c.episode = &Episode{
-			ID:          "ep-" + now.UTC().Format("20060102T150405.000000000Z"),
+			ID:          id,
 			DetectedAt:  now,
 			Severity:    sev,
 			Datacenters: corr,

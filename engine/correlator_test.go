@@ -507,3 +507,115 @@ func TestMemberCountsFollowEveryUpdate(t *testing.T) {
 		}
 	}
 }
+
+// A member forgotten without its datacenter (a resync that no longer
+// lists it) leaves the datacenter it was counted in; no datacenter named
+// "" appears.
+func TestAForgottenMemberLeavesItsDatacenter(t *testing.T) {
+	w := newWorld(t, dcs(3, 2))
+	w.record(w.c.MemberUpdate(w.now, "dc1-m0", "", MemberLeft))
+	w.record(w.c.Forget(w.now, []string{"dc2-m0", "nobody"}))
+	for _, d := range w.c.Status().Datacenters {
+		if d.Name == "" {
+			t.Fatalf("a datacenter named \"\": %s", w.c.Status())
+		}
+		if want := map[string]int{"dc1": 1, "dc2": 1, "dc3": 2}[d.Name]; d.Alive != want {
+			t.Errorf("%s has %d alive members, want %d", d.Name, d.Alive, want)
+		}
+	}
+}
+
+// A new leader restores the episode and the states, then loads its whole
+// membership at once: the held datacenters (alive member sorted before
+// their dead majority) stay failed and the episode goes on, without a
+// heal and a second detection.
+func TestANewLeaderLoadingItsMembersContinuesTheEpisode(t *testing.T) {
+	w := newWorld(t, dcs(5, 3))
+	for _, dc := range []string{"dc3", "dc4", "dc5"} {
+		w.record(w.c.MemberUpdate(w.now, memberName(dc, 1), dc, MemberDead))
+		w.record(w.c.MemberUpdate(w.now, memberName(dc, 2), dc, MemberDead))
+	}
+	w.at(10 * time.Second)
+	st := w.c.Status()
+	if st.Episode == nil {
+		t.Fatalf("no episode: %s", st)
+	}
+	next, err := NewCorrelator(DefaultCorrelationConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := w.now.Add(time.Second)
+	next.Restore(now, *st.Episode)
+	for _, d := range st.Datacenters {
+		next.RestoreDatacenter(now, d.Name, d.State, d.Since)
+	}
+	var list []MemberObservation
+	for _, dc := range []string{"dc1", "dc2", "dc3", "dc4", "dc5"} {
+		for i := range 3 {
+			s := MemberAlive
+			if dc >= "dc3" && i > 0 {
+				s = MemberDead
+			}
+			list = append(list, MemberObservation{Name: memberName(dc, i), Datacenter: dc, State: s})
+		}
+	}
+	if evs := next.SetMembers(now, list); len(evs) != 0 {
+		t.Errorf("loading the same view decided %+v, want nothing", evs)
+	}
+	if got := next.Status(); got.Episode == nil || got.Episode.ID != st.Episode.ID || !slicesEqual(got.Held, st.Held) {
+		t.Fatalf("after loading the members: %s, want episode %s holding %v", got, st.Episode.ID, st.Held)
+	}
+	// Members the list no longer has are forgotten.
+	if evs := next.SetMembers(now, list[1:]); len(evs) != 0 {
+		t.Errorf("dropping one alive member of dc1 decided %+v", evs)
+	}
+	if d := next.Status().Datacenters[0]; d.Name != "dc1" || d.Alive != 2 {
+		t.Errorf("dc1 after the shorter list: %+v", d)
+	}
+}
+
+func slicesEqual(a, b []string) bool { return strings.Join(a, ",") == strings.Join(b, ",") }
+
+// While this node's health score says its own view is not trusted, blips
+// that make datacenters flapping start no episode.
+func TestAnUntrustedViewStartsNoEpisodeThroughFlapping(t *testing.T) {
+	w := newWorld(t, dcs(3, 2))
+	w.record(w.c.LocalHealth(w.now, 6))
+	for k := range 3 {
+		w.dark("dc1", "dc2", "dc3")
+		w.at(time.Duration(2*k+1) * time.Second)
+		w.light("dc1", "dc2", "dc3")
+		w.at(time.Duration(2*k+2) * time.Second)
+	}
+	w.dark("dc1", "dc2", "dc3")
+	w.at(400 * time.Second) // past the flapping cooldown
+	if n := w.count(EventPartitionDetected); n != 0 {
+		t.Fatalf("partition detected %d times from an untrusted view (%s)", n, w.c.Status())
+	}
+	if st := w.c.Status(); st.Datacenters[0].State != DCFlapping {
+		t.Fatalf("dc1 is %s; with an untrusted view its failure is not confirmed (%s)", st.Datacenters[0].State, st)
+	}
+	// Trusted again: the view is taken at face value.
+	w.record(w.c.LocalHealth(w.now, 0))
+	w.at(401 * time.Second)
+	if n := w.count(EventPartitionDetected); n != 1 {
+		t.Fatalf("partition detected %d times once the view is trusted, want 1 (%s)", n, w.c.Status())
+	}
+}
+
+// A datacenter that fails again while recovering from an old outage
+// correlates with the others failing now.
+func TestADatacenterFailingAgainWhileRecoveringCorrelatesFromNow(t *testing.T) {
+	w := newWorld(t, dcs(3, 2))
+	w.dark("dc1")
+	w.at(600 * time.Second)
+	w.light("dc1")
+	w.at(610 * time.Second)
+	w.expect("dc1 back", SeverityNone, map[string]DCState{"dc1": DCRecovering})
+	w.dark("dc1", "dc2", "dc3")
+	w.at(620 * time.Second)
+	w.expect("three dark together", SeverityHigh, map[string]DCState{"dc1": DCFailed, "dc2": DCFailed, "dc3": DCFailed})
+	if n := w.count(EventPartitionDetected); n != 1 {
+		t.Fatalf("partition detected %d times, want 1", n)
+	}
+}

@@ -57,6 +57,11 @@ type correlationState struct {
 	// log is the correlation logger (component correlation).
 	log     *slog.Logger
 	metrics *correlationMetrics
+	// notReadySince is when this leader began failing to confirm the
+	// committed state (zero otherwise), warned whether that was logged at
+	// warn level; only the correlation loop uses them.
+	notReadySince time.Time
+	warned        bool
 
 	stop context.CancelFunc
 	done chan struct{}
@@ -190,6 +195,7 @@ func (s *Server) runCorrelation(ctx context.Context) {
 			return
 		case ev, ok := <-events:
 			if !ok {
+				cs.log.Info("gossip member events ended (the membership is closed); the engine gets no more member changes")
 				events = nil
 				continue
 			}
@@ -208,6 +214,7 @@ func (s *Server) runCorrelation(ctx context.Context) {
 			}
 		case smp, ok := <-rtts:
 			if !ok {
+				cs.log.Info("gossip RTT samples ended (the membership is closed)")
 				rtts = nil
 				continue
 			}
@@ -359,7 +366,11 @@ func (c correlationCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(episodeDesc, prometheus.GaugeValue, episode)
 	now := c.s.clock()
 	held := heldNow(rec, now)
-	leases, _ := c.s.leasesIn(held)
+	leases, err := c.s.leasesIn(held)
+	if err != nil {
+		c.s.cfg.Logger.Error("metrics: read the held leases; the held lease gauges count none", "component", "correlation",
+			"datacenters", held, "error", err)
+	}
 	overdue := 0
 	for _, l := range leases {
 		if !now.Before(l.ExpiresAt) {

@@ -46,8 +46,15 @@ import (
 // farFuture is HoldUntil when no cap is configured (MaxLeaseHold 0).
 var farFuture = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
 
-// commitRetryPause spaces attempts to commit a record after a failure.
-const commitRetryPause = time.Second
+// commitRetryPause spaces attempts to commit a record after a failure;
+// invalidRecordPause after the store refused the record as invalid.
+const (
+	commitRetryPause   = time.Second
+	invalidRecordPause = 30 * time.Second
+	// notReadyWarnAfter is how long a leader may fail to confirm the
+	// committed state before it says so at warn level.
+	notReadyWarnAfter = 10 * time.Second
+)
 
 // moduleDecision is the correlation modules' decision for an episode.
 type moduleDecision struct {
@@ -93,10 +100,21 @@ func (s *Server) startLeading(ctx context.Context) *leaderCorrelator {
 	cancel()
 	if err != nil {
 		if ctx.Err() == nil {
-			s.corr.log.Debug("correlation engine not started yet: cannot confirm the committed state", "error", err)
+			// Retried every poll: a warning once it lasts, debug otherwise.
+			cs, now := s.corr, s.clock()
+			if cs.notReadySince.IsZero() {
+				cs.notReadySince = now
+			}
+			if waited := now.Sub(cs.notReadySince); waited >= notReadyWarnAfter && !cs.warned {
+				cs.warned = true
+				cs.log.Warn("correlation engine not started: this leader cannot confirm the committed state", "for", waited, "error", err)
+			} else {
+				cs.log.Debug("correlation engine not started yet: cannot confirm the committed state", "error", err)
+			}
 		}
 		return nil
 	}
+	s.corr.notReadySince, s.corr.warned = time.Time{}, false
 	cor, err := engine.NewCorrelator(s.cfg.Correlation)
 	if err != nil { // validated by New
 		s.corr.log.Error("correlation engine not started", "error", err)
@@ -135,13 +153,16 @@ func (l *leaderCorrelator) stop(why string) {
 	l.log.Info("correlation engine stopped on this node", "reason", why, "uncommitted_events", len(l.pending))
 }
 
-// seed feeds the engine the membership's whole current view.
+// seed loads the membership's whole current view into the engine at once
+// (members it no longer lists are forgotten), then the health score.
 func (l *leaderCorrelator) seed(now time.Time) []engine.CorrelationEvent {
 	ms := l.s.corr.ms
-	var evs []engine.CorrelationEvent
-	for _, m := range ms.Members() {
-		evs = append(evs, l.cor.MemberUpdate(now, m.Name, m.Meta.Datacenter, engine.MemberState(m.State))...)
+	members := ms.Members()
+	list := make([]engine.MemberObservation, len(members))
+	for i, m := range members {
+		list[i] = engine.MemberObservation{Name: m.Name, Datacenter: m.Meta.Datacenter, State: engine.MemberState(m.State)}
 	}
+	evs := l.cor.SetMembers(now, list)
 	return append(evs, l.cor.LocalHealth(now, ms.LocalHealth())...)
 }
 
@@ -150,22 +171,32 @@ func (l *leaderCorrelator) member(ctx context.Context, ev swim.Event) {
 	l.handle(ctx, l.cor.MemberUpdate(ev.At, ev.Member.Name, ev.Member.Meta.Datacenter, engine.MemberState(ev.State)))
 }
 
-// resync feeds the whole member list after events were lost. A member the
-// list no longer has was forgotten by memberlist (dead or left long
-// enough): it no longer counts.
+// resync loads the whole member list after events were lost. A member the
+// list no longer has was forgotten (it left, or stayed dead past the
+// gossip layer's retention): it no longer counts.
 func (l *leaderCorrelator) resync(ctx context.Context) {
-	now := l.s.clock()
+	l.handle(ctx, l.seed(l.s.clock()))
+}
+
+// forgetUnlisted drops the members the membership no longer lists: the
+// gossip layer forgets members without an event, and every leader must
+// count the same members (a new leader seeds from the list).
+func (l *leaderCorrelator) forgetUnlisted(now time.Time) []engine.CorrelationEvent {
 	listed := map[string]bool{}
 	for _, m := range l.s.corr.ms.Members() {
 		listed[m.Name] = true
 	}
-	evs := l.seed(now)
+	var gone []string
 	for _, name := range l.cor.MemberNames() {
 		if !listed[name] {
-			evs = append(evs, l.cor.MemberUpdate(now, name, "", engine.MemberLeft)...)
+			gone = append(gone, name)
 		}
 	}
-	l.handle(ctx, evs)
+	if len(gone) == 0 {
+		return nil
+	}
+	l.log.Info("gossip members forgotten: they no longer count in their datacenters", "members", gone)
+	return l.cor.Forget(now, gone)
 }
 
 // rtt feeds one RTT sample.
@@ -177,7 +208,8 @@ func (l *leaderCorrelator) rtt(ctx context.Context, smp swim.RTTSample) {
 // retries a failed commit, and notices the hold cap.
 func (l *leaderCorrelator) tick(ctx context.Context) {
 	now := l.s.clock()
-	l.handle(ctx, l.cor.LocalHealth(now, l.s.corr.ms.LocalHealth()))
+	evs := l.forgetUnlisted(now)
+	l.handle(ctx, append(evs, l.cor.LocalHealth(now, l.s.corr.ms.LocalHealth())...))
 	l.checkCap(now)
 }
 
@@ -255,6 +287,15 @@ func (l *leaderCorrelator) commit(ctx context.Context) {
 	if len(l.pending) == 0 && !l.takeover && l.committed != nil && viewKey(u) == viewKey(recordView(l.committed)) {
 		return
 	}
+	// Another leader committed since this one read the record (this node
+	// lost and regained leadership between two polls): its view of the
+	// record is stale, so it starts over from the committed one.
+	if cur := l.s.store.Correlation(); cur != nil && (l.committed == nil || cur.Revision != l.committed.Revision) {
+		l.log.Warn("correlation record committed by another leader meanwhile; restarting the engine from it",
+			"revision", cur.Revision, "by", cur.Leader)
+		l.lost = true
+		return
+	}
 	newHeld := u.Held
 	if u.Episode == nil || !now.Before(u.HoldUntil) {
 		newHeld = nil
@@ -273,10 +314,17 @@ func (l *leaderCorrelator) commit(ctx context.Context) {
 			l.lost = true
 			return
 		}
-		if ctx.Err() == nil {
-			l.log.Error("correlation record not committed; retrying", "events", len(l.pending), "retry_in", commitRetryPause, "error", err)
+		pause := commitRetryPause
+		if errors.Is(err, raftstore.ErrInvalid) {
+			// The same view would be refused again: a bug, not a hiccup.
+			// Try again when the view may have changed, not every second.
+			pause = invalidRecordPause
 		}
-		l.retryAt = now.Add(commitRetryPause)
+		if ctx.Err() == nil {
+			l.log.Error("correlation record not committed; retrying", "events", len(l.pending), "retry_in", pause,
+				"severity", u.Severity, "held", u.Held, "error", err)
+		}
+		l.retryAt = now.Add(pause)
 		return
 	}
 	old := l.committed
@@ -432,7 +480,10 @@ func (l *leaderCorrelator) submitReports() {
 		return
 	}
 	for _, r := range reps {
-		// A full queue drops and counts the event.
-		_ = l.s.reporters.pipeline.SubmitCorrelationEvent(r)
+		// A full queue drops, counts and logs the event itself.
+		if err := l.s.reporters.pipeline.SubmitCorrelationEvent(r); err != nil && !errors.Is(err, reporters.ErrQueueFull) {
+			l.log.Error("correlation event not handed to the reporters", "event", r.Type, "episode", r.Episode,
+				"datacenters", r.Datacenters, "job_ids", r.JobIDs, "error", err)
+		}
 	}
 }

@@ -723,3 +723,107 @@ func TestHeldLeasesExpireWhenTheCapIsReached(t *testing.T) {
 		t.Errorf("after the cap: %+v", c)
 	}
 }
+
+// forget removes a member from the fake view without an event, as the
+// gossip layer forgets a member (left, or dead past its retention).
+func (f *fakeMembership) forget(name string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.byName, name)
+}
+
+// After lost gossip events the leader resynchronises from the member list;
+// a member the list no longer has is forgotten from its datacenter, and
+// the records go on being committed (a partition after it is detected).
+func TestAResyncAfterLostEventsForgetsUnlistedMembersAndCommitsOn(t *testing.T) {
+	n, clk, p := corrNode(t)
+	s := n.srv
+	ms := p.views[0]
+	leaseIn(t, s, "job-dc4", "dc4", leaseTTL)
+	ms.forget("dc1-a1")
+	ms.mu.Lock()
+	ms.seq += 5 // five events lost: the next one shows the gap
+	ms.mu.Unlock()
+	ms.set("dc1-a3", "dc1", swim.RoleAgent, swim.StateAlive)
+	waitFor(t, "the leader resynchronises", func() bool {
+		return strings.Contains(n.logs.String(), "resynchronising from the member list")
+	})
+	rec := startPartition(t, s, clk, p, "dc3", "dc4", "dc5")
+	for _, d := range rec.Datacenters {
+		if d.Name == "" {
+			t.Fatalf("a datacenter named \"\" in the record: %+v", rec.Datacenters)
+		}
+	}
+	if !slices.Equal(rec.Held, []string{"dc3", "dc4", "dc5"}) {
+		t.Fatalf("held %v", rec.Held)
+	}
+	if logs := n.logs.String(); strings.Contains(logs, "correlation record not committed") {
+		t.Errorf("a record was refused:\n%s", logs)
+	}
+}
+
+// The gossip layer forgets members without an event; the leader drops
+// them on its next tick, so that it counts what a new leader seeding from
+// the list would: a failed datacenter whose dead members are forgotten and
+// whose only listed member is alive recovers.
+func TestForgottenMembersStopCountingOnTheLeader(t *testing.T) {
+	n, clk, p := corrNode(t)
+	s := n.srv
+	ms := p.views[0]
+	p.dark("dc2")
+	waitRecord(t, s, "dc2 failing", statesAre(engine.DCFailing, "dc2"))
+	clk.Advance(3 * time.Second)
+	waitRecord(t, s, "dc2 failed", statesAre(engine.DCFailed, "dc2"))
+	for _, a := range agentsOf("dc2") {
+		ms.forget(a)
+	}
+	ms.set("dc2-b1", "dc2", swim.RoleAgent, swim.StateAlive)
+	waitRecord(t, s, "dc2 recovering", statesAre(engine.DCRecovering, "dc2"))
+	if !logged(n.logs.String(), "gossip members forgotten: they no longer count in their datacenters", "members", `["dc2-a1","dc2-a2"]`) {
+		t.Errorf("the forgotten members are not logged:\n%s", n.logs.String())
+	}
+}
+
+// A new leader loads its whole member list at once: a held datacenter
+// whose alive member sorts before its dead ones stays failed, and the
+// episode goes on under the same id with the same cap.
+func TestANewLeaderSeedingItsMembersKeepsTheEpisode(t *testing.T) {
+	nodes, clk, p := threeCorrNodes(t)
+	for _, v := range p.views {
+		for _, dc := range poolDCs {
+			v.set(dc+"-a0", dc, swim.RoleAgent, swim.StateAlive) // sorts before dc-a1, dc-a2
+		}
+	}
+	leader := nodes[0].srv
+	waitRecord(t, leader, "the a0 agents counted", func(r *raftstore.CorrelationRecord) bool {
+		return len(r.Datacenters) == len(poolDCs)
+	})
+	rec := startPartition(t, leader, clk, p, "dc3", "dc4", "dc5")
+	episode, holdUntil := rec.Episode.ID, rec.HoldUntil
+	for _, n := range nodes[1:] {
+		waitRecord(t, n.srv, n.id+" has the episode", func(r *raftstore.CorrelationRecord) bool {
+			return r.Episode != nil && r.Episode.ID == episode
+		})
+	}
+	clk.Advance(time.Minute)
+	if err := leader.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var next *peerNode
+	waitFor(t, "a new leader", func() bool {
+		for _, n := range nodes[1:] {
+			if n.srv.Store().IsLeader() {
+				next = n
+				return true
+			}
+		}
+		return false
+	})
+	rec = waitRecord(t, next.srv, "a record by the new leader", func(r *raftstore.CorrelationRecord) bool { return r.Leader == next.id })
+	if rec.Episode == nil || rec.Episode.ID != episode || !rec.HoldUntil.Equal(holdUntil) ||
+		countCorrEvents(rec, engine.EventPartitionDetected) != 1 || countCorrEvents(rec, engine.EventPartitionHealed) != 0 {
+		t.Fatalf("under the new leader: episode %+v (want %s), hold until %s (want %s), %d partition_detected, %d partition_healed",
+			rec.Episode, episode, rec.HoldUntil, holdUntil,
+			countCorrEvents(rec, engine.EventPartitionDetected), countCorrEvents(rec, engine.EventPartitionHealed))
+	}
+}

@@ -356,7 +356,11 @@ func TestALossyPoolStillConverges(t *testing.T) {
 func TestAForgottenMemberLeavesTheViewWithoutAnEvent(t *testing.T) {
 	t.Parallel()
 	c := newTestCluster(t)
-	quick := func(cfg Config) Config { cfg.Timing.GossipToTheDeadTime = 300 * time.Millisecond; return cfg }
+	quick := func(cfg Config) Config {
+		cfg.Timing.GossipToTheDeadTime = 300 * time.Millisecond
+		cfg.DeadMemberRetention = 0
+		return cfg
+	}
 	a := c.startConfig(quick(c.config("a", "dc-a", RoleCoordinator)))
 	b := c.startConfig(quick(c.config("b", "dc-a", RoleAgent)))
 	x := c.startConfig(quick(c.config("x", "dc-b", RoleAgent)))
@@ -378,5 +382,69 @@ func TestAForgottenMemberLeavesTheViewWithoutAnEvent(t *testing.T) {
 		if got := gather(t, a.Collectors(), "coordinatord_swim_members", map[string]string{"state": s}); got != want {
 			t.Errorf("members gauge %s = %v, want %v", s, got, want)
 		}
+	}
+}
+
+// A dead member stays in the view as dead for DeadMemberRetention after
+// memberlist forgets it, then leaves without an event; a member that left
+// gracefully is forgotten with memberlist.
+func TestADeadMemberIsRetainedAfterMemberlistForgetsIt(t *testing.T) {
+	t.Parallel()
+	c := newTestCluster(t)
+	const retention = 2 * time.Second
+	quick := func(cfg Config) Config {
+		cfg.Timing.GossipToTheDeadTime = 300 * time.Millisecond
+		cfg.DeadMemberRetention = retention
+		return cfg
+	}
+	a := c.startConfig(quick(c.config("a", "dc-a", RoleCoordinator)))
+	b := c.startConfig(quick(c.config("b", "dc-a", RoleAgent)))
+	x := c.startConfig(quick(c.config("x", "dc-b", RoleAgent)))
+	y := c.startConfig(quick(c.config("y", "dc-b", RoleAgent)))
+	for _, r := range []*recorder{b, x, y} {
+		if _, err := r.Join([]string{a.addr()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 10*time.Second, "a lists x and y alive", func() bool { return a.state("x") == StateAlive && a.state("y") == StateAlive })
+	if err := y.Leave(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := y.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	if err := x.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	var dead time.Time
+	waitFor(t, 10*time.Second, "a sees x dead", func() bool {
+		if a.state("x") == StateDead {
+			dead = time.Now()
+			return true
+		}
+		return false
+	})
+	inMemberlist := func(name string) bool {
+		for _, n := range a.ml.Members() {
+			if n.Name == name {
+				return true
+			}
+		}
+		return false
+	}
+	waitFor(t, 10*time.Second, "memberlist forgets x and y", func() bool { return !inMemberlist("x") && !inMemberlist("y") })
+	if got := a.state("y"); got != "" {
+		t.Errorf("y left gracefully and memberlist forgot it, yet a lists it %q", got)
+	}
+	if got := a.state("x"); got != StateDead && time.Since(dead) < retention {
+		t.Fatalf("x is %q %s after its death, within the retention: want dead", got, time.Since(dead).Round(time.Millisecond))
+	}
+	if got := gather(t, a.Collectors(), "coordinatord_swim_members", map[string]string{"state": "dead"}); got != 1 && time.Since(dead) < retention {
+		t.Errorf("members gauge dead = %v, want 1 while x is retained", got)
+	}
+	waitFor(t, 10*time.Second, "a forgets x after the retention", func() bool { return a.state("x") == "" })
+	// dead is when this test saw x dead, at most a poll after the view did.
+	if since := time.Since(dead); since < retention-250*time.Millisecond {
+		t.Errorf("x forgotten %s after its death, before the retention of %s", since, retention)
 	}
 }

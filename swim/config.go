@@ -72,6 +72,15 @@ type Config struct {
 	// Timing.ProbeInterval.
 	PollInterval time.Duration
 
+	// DeadMemberRetention is how long a dead member stays in this
+	// member's view (Members, as dead) after memberlist forgets it
+	// (Timing.GossipToTheDeadTime after its death): a datacenter whose
+	// hosts died must go on counting them dead, on the leader that saw them
+	// die and on a new one seeding from its list, for longer than half a
+	// minute. A member that left gracefully is forgotten with memberlist.
+	// 0 forgets dead members with memberlist.
+	DeadMemberRetention time.Duration
+
 	// EventBuffer and RTTBuffer are the capacities of the Events and RTTs
 	// channels; when one is full, new items are dropped and counted.
 	EventBuffer int
@@ -169,8 +178,11 @@ func DefaultLANConfig() Config {
 		// SuspicionMult probe intervals, so none that ends in a death is
 		// missed, and reading the table 5 times a second is negligible.
 		PollInterval: base.ProbeInterval / 5, // 200ms
-		EventBuffer:  1024,                   // a full restart of a 1000-member pool
-		RTTBuffer:    1024,                   // about 17 minutes of samples at 1 probe/s
+		// Consul's reconnect_timeout: long enough for anyone to notice a
+		// dead host before its datacenter stops counting it.
+		DeadMemberRetention: 72 * time.Hour,
+		EventBuffer:         1024, // a full restart of a 1000-member pool
+		RTTBuffer:           1024, // about 17 minutes of samples at 1 probe/s
 	}
 }
 
@@ -260,6 +272,8 @@ func (c Config) Validate() error {
 		return bad("PollInterval %s must be positive", c.PollInterval)
 	case c.PollInterval > c.Timing.ProbeInterval:
 		return bad("PollInterval %s exceeds Timing.ProbeInterval %s: short suspicions would go unseen", c.PollInterval, c.Timing.ProbeInterval)
+	case c.DeadMemberRetention < 0:
+		return bad("DeadMemberRetention %s must not be negative", c.DeadMemberRetention)
 	case c.EventBuffer < 1:
 		return bad("EventBuffer %d must be at least 1", c.EventBuffer)
 	case c.RTTBuffer < 1:

@@ -9,8 +9,9 @@ import (
 // viewEntry is what this package last reported about a member.
 type viewEntry struct {
 	member  Member
-	rawMeta []byte // memberlist's meta bytes the member's Meta was decoded from
-	gen     uint64 // the reading of the table that last saw the member
+	rawMeta []byte    // memberlist's meta bytes the member's Meta was decoded from
+	gen     uint64    // the reading of the table that last saw the member
+	since   time.Time // when the member entered its current state
 }
 
 // Members returns every member this node knows, itself included, sorted
@@ -62,7 +63,8 @@ func (m *Memberlist) observeLocked(name string) {
 // or writing, so that all readings are ordered) with the view and reports
 // every change. A member the table no longer holds (memberlist forgets
 // dead and left members after GossipToTheDeadTime) leaves the view
-// without an event.
+// without an event: at once if it left, DeadMemberRetention after its
+// death if it died.
 func (m *Memberlist) diffLocked(t *nodeTable) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -74,6 +76,9 @@ func (m *Memberlist) diffLocked(t *nodeTable) {
 	}
 	for name, v := range m.view {
 		if v.gen != m.gen {
+			if v.member.State == StateDead && now.Sub(v.since) < m.cfg.DeadMemberRetention {
+				continue // still counted dead, though memberlist forgot it
+			}
 			m.counts[v.member.State]--
 			delete(m.view, name)
 		}
@@ -100,7 +105,11 @@ func (m *Memberlist) applyLocked(e *tableEntry, now time.Time) {
 		meta = md
 	}
 	member := memberOf(&e.node, meta, state)
-	m.view[member.Name] = viewEntry{member: member, rawMeta: e.node.Meta, gen: m.gen}
+	since := old.since
+	if !known || old.member.State != state {
+		since = now
+	}
+	m.view[member.Name] = viewEntry{member: member, rawMeta: e.node.Meta, gen: m.gen, since: since}
 	switch {
 	case !known:
 		m.counts[state]++

@@ -245,6 +245,7 @@ type gossipFlags struct {
 	bind, advertise string
 	join            []string
 	retryJoin       time.Duration
+	deadRetention   time.Duration
 	key, keyFile    string
 	profile         string
 	// loss is the hidden chaos option --gossip-loss.
@@ -302,6 +303,8 @@ func (f *gossipFlags) addFlags(fl *pflag.FlagSet, prefix string) {
 		"IP address (and :port) other members reach this one at (default: the bind address; for 0.0.0.0 a private address of this host)")
 	fl.StringSliceVar(&f.join, f.name("join"), nil, "gossip address(es) of members to join, host:port, comma-separated; retried until one answers")
 	fl.DurationVar(&f.retryJoin, f.name("retry-join-interval"), swim.DefaultLANConfig().RetryJoinInterval, "pause between attempts to join while none of --"+f.name("join")+" answers")
+	fl.DurationVar(&f.deadRetention, f.name("dead-member-retention"), swim.DefaultLANConfig().DeadMemberRetention,
+		"how long a dead member is still listed and counted dead in its datacenter after gossip forgets it (0: forgotten with gossip)")
 	fl.StringVar(&f.keyFile, "gossip-key-file", "", "file holding the pool's gossip key, base64 (from coordinatord keygen)")
 	fl.StringVar(&f.key, "gossip-key", "", "the pool's gossip key, base64 (prefer --gossip-key-file: flags show in ps)")
 	fl.StringVar(&f.profile, f.name("profile"), "lan", "timing profile: lan or wan (memberlist's)")
@@ -352,6 +355,10 @@ func (f *gossipFlags) swimConfig(meta swim.Meta, logger *slog.Logger) (swim.Conf
 		return cfg, fmt.Errorf("--%s %s: must be positive", f.name("retry-join-interval"), f.retryJoin)
 	}
 	cfg.RetryJoinInterval = f.retryJoin
+	if f.deadRetention < 0 {
+		return cfg, fmt.Errorf("--%s %s: must not be negative", f.name("dead-member-retention"), f.deadRetention)
+	}
+	cfg.DeadMemberRetention = f.deadRetention
 
 	switch {
 	case f.key != "" && f.keyFile != "":

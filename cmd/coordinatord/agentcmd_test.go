@@ -152,6 +152,7 @@ func TestAgentFlagErrorsNameTheFlag(t *testing.T) {
 		{"a suspicion multiplier of zero", with(withKey, "--suspicion-mult", "0"), "--suspicion-mult 0 must be at least 1"},
 		{"a zero leave timeout", with(withKey, "--leave-timeout", "0s"), "--leave-timeout"},
 		{"a zero join retry interval", with(withKey, "--retry-join-interval", "0s"), "--retry-join-interval 0s: must be positive"},
+		{"a negative dead member retention", with(withKey, "--dead-member-retention", "-1s"), "--dead-member-retention -1s: must not be negative"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
