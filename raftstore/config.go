@@ -149,8 +149,12 @@ type Config struct {
 	// quick; a panic is logged and counts as false. Nil never holds.
 	Hold func(ownerDC string) bool
 
-	// MaxLeaseHold caps how long past its ExpiresAt a held lease is kept;
-	// after that it is expired whatever Hold says. 0 means no cap.
+	// MaxLeaseHold caps how long a held lease is kept past the expiry its
+	// owner last set (acquire or renew; a grace or a leader promotion does
+	// not move it): after that it is expired whatever Hold says, and a
+	// grace never extends it past that point plus its TTL. The leader
+	// stamps it into each correlation record it commits, so every node
+	// applies the same bound. 0 means no cap.
 	MaxLeaseHold time.Duration
 }
 

@@ -26,9 +26,19 @@ import (
 // A record that releases datacenters from the hold (the episode ended, a
 // datacenter recovered, a correlation module narrowed the set) carries
 // their names in Grace: in the same entry, every active lease owned there
-// gets ExpiresAt = max(ExpiresAt, At+TTL), one TTL to be renewed before it
-// can expire, so that the end of a partition does not expire every lease
-// it held at once.
+// gets ExpiresAt = max(ExpiresAt, min(At+TTL, OwnerExpiresAt+MaxLeaseHold+TTL)),
+// one TTL to be renewed before it can expire, so that the end of a
+// partition does not expire every lease it held at once. The bound
+// (graceTarget) counts from the expiry the lease's owner last set
+// (storedLease.OwnerExpiresAt), which neither a hold nor a grace moves, so
+// a partition that blips (heals, fails again, a new episode) cannot keep a
+// lease alive forever: a lease its owner does not renew is held for at
+// most MaxLeaseHold past that expiry (holdCapReached) and graced to at
+// most one TTL after that. MaxLeaseHold is the proposer's
+// Config.MaxLeaseHold, stamped into the command (putCorrelationBody) so
+// that every node applies the same bound; an entry without it (written
+// before the field existed, or by a node with no cap) grants the grace
+// unbounded, as before.
 
 var (
 	// bucketCorrelation holds keyCorrelationRecord.
@@ -137,6 +147,13 @@ type CorrelationUpdate struct {
 	Leader string `json:"leader"`
 }
 
+// putCorrelationBody is the body of a correlation.put entry: the update,
+// and the proposer's Config.MaxLeaseHold for the grace's bound (0: none).
+type putCorrelationBody struct {
+	CorrelationUpdate
+	MaxLeaseHold time.Duration `json:"max_lease_hold,omitempty"`
+}
+
 // CorrelationResult answers PutCorrelation.
 type CorrelationResult struct {
 	// Record is the record as stored.
@@ -156,7 +173,7 @@ func (s *Store) PutCorrelation(ctx context.Context, u CorrelationUpdate) (Correl
 	if err := validateCorrelation(u, at); err != nil {
 		return CorrelationResult{}, s.errorf("put correlation record: %w", err)
 	}
-	resp, err := s.apply(ctx, opPutCorrelation, at, u)
+	resp, err := s.apply(ctx, opPutCorrelation, at, putCorrelationBody{CorrelationUpdate: u, MaxLeaseHold: s.cfg.MaxLeaseHold})
 	var res CorrelationResult
 	if err == nil {
 		res, err = resultAs[CorrelationResult](resp)
@@ -236,30 +253,35 @@ func checkDCName(dc string) error {
 // gets, and what the commit hands on (the record to the cache, the graced
 // leases to the expiry queue).
 type correlationOutcome struct {
-	res   CorrelationResult
-	index uint64
+	res CorrelationResult
+	// graced are res.Graced as stored, with their owners' expiries.
+	graced []storedLease
 }
 
 // collect adds the outcome's effects to the batch.
 func (o correlationOutcome) collect(b *batchEffects) {
 	rec := o.res.Record
 	b.correlation = &rec
-	for _, l := range o.res.Graced {
-		// The queue only reads the lease and the index; these events are
-		// never stored or published (a grace changes no holder's view).
-		b.queueLeases = append(b.queueLeases, engine.LeaseEvent{Type: engine.LeaseEventRenewed, Lease: l, Index: o.index})
+	for _, l := range o.graced {
+		// Only the expiry queue sees a grace: it is no lease event, never
+		// stored or published (a grace changes no holder's view).
+		b.queueItems = append(b.queueItems, itemOf(l))
 	}
 }
 
 // applyPutCorrelation replaces the record and applies the grace. Like every
 // handler it decides everything before its first write.
 func applyPutCorrelation(tx *bolt.Tx, c command) (any, error) {
-	u, err := decodeBody[CorrelationUpdate](c)
+	body, err := decodeBody[putCorrelationBody](c)
 	if err != nil {
 		return nil, reject(err)
 	}
+	u := body.CorrelationUpdate
 	if err := validateCorrelation(u, c.At); err != nil {
 		return nil, reject(err)
+	}
+	if body.MaxLeaseHold < 0 {
+		return nil, reject(fmt.Errorf("%w: negative max lease hold %s", ErrInvalid, body.MaxLeaseHold))
 	}
 	cb := tx.Bucket(bucketCorrelation)
 	prev, err := getCorrelation(cb)
@@ -294,21 +316,20 @@ func applyPutCorrelation(tx *bolt.Tx, c command) (any, error) {
 		rec.Events = []engine.CorrelationEvent{}
 	}
 
-	var graced []engine.Lease
+	var graced []storedLease
 	if len(u.Grace) > 0 {
 		lb := tx.Bucket(bucketLeases)
 		// Collect first: bbolt forbids writing a bucket while iterating it.
 		err := lb.ForEach(func(k, v []byte) error {
-			var l engine.Lease
+			var l storedLease
 			if err := json.Unmarshal(v, &l); err != nil {
 				return fmt.Errorf("decode lease %q: %w", k, err)
 			}
 			if l.State != engine.LeaseActive || !slices.Contains(u.Grace, l.OwnerDC) {
 				return nil
 			}
-			if target := c.At.Add(l.TTL); l.ExpiresAt.Before(target) {
-				l.ExpiresAt, l.Index = target, c.index
-				graced = append(graced, l)
+			if target := graceTarget(&l, c.At, body.MaxLeaseHold); l.ExpiresAt.Before(target) {
+				graced = append(graced, l.extended(target, c.index))
 			}
 			return nil
 		})
@@ -329,7 +350,11 @@ func applyPutCorrelation(tx *bolt.Tx, c command) (any, error) {
 	if err := cb.Put(keyCorrelationRecord, raw); err != nil {
 		return nil, err
 	}
-	return correlationOutcome{res: CorrelationResult{Record: rec, Graced: graced}, index: c.index}, nil
+	res := CorrelationResult{Record: rec}
+	for _, l := range graced {
+		res.Graced = append(res.Graced, l.Lease)
+	}
+	return correlationOutcome{res: res, graced: graced}, nil
 }
 
 func getCorrelation(cb *bolt.Bucket) (*CorrelationRecord, error) {
@@ -361,8 +386,8 @@ func (f *fsm) loadCorrelation(db *bolt.DB) error {
 // graced leases to the expiry queue. It runs on the state machine
 // goroutine after the commit, before applied moves.
 func (f *fsm) correlationCommitted(b *batchEffects) {
-	if len(b.queueLeases) > 0 {
-		f.lease.queue.observe(b.queueLeases)
+	if len(b.queueItems) > 0 {
+		f.lease.queue.observeItems(b.queueItems)
 	}
 	if b.correlation != nil {
 		f.corr.Store(b.correlation)

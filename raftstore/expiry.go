@@ -277,10 +277,10 @@ func (e *expirer) promote(ctx context.Context) error {
 
 // rebuild fills the queue with the active leases.
 func (e *expirer) rebuild(context.Context) error {
-	return e.queue.rebuild(func() (leases []engine.Lease, applied uint64, err error) {
+	return e.queue.rebuild(func() (leases []storedLease, applied uint64, err error) {
 		err = e.s.fsm.view(func(tx *bolt.Tx) error {
 			applied = getUint64(tx.Bucket(bucketMeta), keyAppliedIndex)
-			return scanLeases(tx, func(l engine.Lease) bool {
+			return scanStoredLeases(tx, func(l storedLease) bool {
 				if l.State == engine.LeaseActive {
 					leases = append(leases, l)
 				}
@@ -334,11 +334,14 @@ func (e *expirer) isHeld(it expiryItem, now time.Time, held map[string]heldLease
 	if e.hold == nil {
 		return false
 	}
-	if e.maxHold > 0 && now.Sub(it.expiresAt) >= e.maxHold {
+	if holdCapReached(it.ownerExpiresAt, e.maxHold, now) {
+		// The cap counts from the expiry the owner last set, which graces
+		// do not move: a lease its owner stopped renewing is not held
+		// again by a later episode.
 		if was {
 			delete(held, it.job)
 			e.logger.Warn("lease hold ended: held for the maximum; expiring", "job_id", it.job, "owner", it.owner, "owner_dc", it.ownerDC,
-				"token", it.token, "expires_at", it.expiresAt, "held_for", now.Sub(h.since), "max_hold", e.maxHold)
+				"token", it.token, "expires_at", it.expiresAt, "owner_expires_at", it.ownerExpiresAt, "held_for", now.Sub(h.since), "max_hold", e.maxHold)
 		}
 		return false
 	}
@@ -383,13 +386,13 @@ func (e *expirer) expire(ctx context.Context, items []expiryItem, now time.Time)
 		// changed the lease have updated it already.
 		e.safely("resync", itemsFor(items, job), func() error {
 			var (
-				l       *engine.Lease
+				l       *storedLease
 				applied uint64
 			)
 			err := e.s.fsm.view(func(tx *bolt.Tx) error {
 				applied = getUint64(tx.Bucket(bucketMeta), keyAppliedIndex)
 				var err error
-				l, err = getLease(tx.Bucket(bucketLeases), job)
+				l, err = getStoredLease(tx.Bucket(bucketLeases), job)
 				return err
 			})
 			if err == nil {

@@ -16,13 +16,24 @@ type expiryItem struct {
 	ownerDC   string
 	token     uint64
 	expiresAt time.Time
+	// ownerExpiresAt is the expiry the owner last set
+	// (storedLease.ownerExpiry): the hold cap counts from it.
+	ownerExpiresAt time.Time
 	// index is the Raft index of the lease's last change, to tell newer
 	// information from older.
 	index uint64
 }
 
-func itemOf(l engine.Lease) expiryItem {
-	return expiryItem{job: l.JobID, owner: l.Owner, ownerDC: l.OwnerDC, token: l.Token, expiresAt: l.ExpiresAt, index: l.Index}
+func itemOf(l storedLease) expiryItem {
+	return expiryItem{job: l.JobID, owner: l.Owner, ownerDC: l.OwnerDC, token: l.Token, expiresAt: l.ExpiresAt,
+		ownerExpiresAt: l.ownerExpiry(), index: l.Index}
+}
+
+// queueChange is one committed change of a job's lease as the queue sees
+// it: the lease's item (job and index always set), or its removal.
+type queueChange struct {
+	item   expiryItem
+	remove bool
 }
 
 // expiryQueue is a min-heap of the active leases by expiry, one entry per
@@ -36,9 +47,9 @@ type expiryQueue struct {
 	// active is true between rebuild and deactivate; observe ignores
 	// events otherwise.
 	active bool
-	// pending collects the events observed while rebuild reads the file,
+	// pending collects the changes observed while rebuild reads the file,
 	// which it does without the mutex; nil when not rebuilding.
-	pending []engine.LeaseEvent
+	pending []queueChange
 	// stale is set when the file was replaced under an active queue; the
 	// loop rebuilds.
 	stale bool
@@ -100,10 +111,10 @@ func (q *expiryQueue) wakeLocked() chan struct{} {
 // the view; those the view already holds are recognised by their index.
 // read runs without the mutex: it takes the file's lock, which a restore
 // holds while it calls invalidate.
-func (q *expiryQueue) rebuild(read func() ([]engine.Lease, uint64, error)) error {
+func (q *expiryQueue) rebuild(read func() ([]storedLease, uint64, error)) error {
 	q.mu.Lock()
 	q.clearLocked()
-	q.active, q.pending = true, []engine.LeaseEvent{}
+	q.active, q.pending = true, []queueChange{}
 	q.mu.Unlock()
 
 	leases, applied, err := read()
@@ -154,38 +165,60 @@ func (q *expiryQueue) clearLocked() {
 	q.byJob = map[string]*queued{}
 }
 
-// observe applies committed events, in commit order.
+// observe applies committed lease events, in commit order. An active
+// lease in an event was just acquired or renewed by its owner (promotions
+// and graces make no event), so the owner's expiry is its ExpiresAt.
 func (q *expiryQueue) observe(evs []engine.LeaseEvent) {
+	changes := make([]queueChange, len(evs))
+	for i, ev := range evs {
+		it := itemOf(storedLease{Lease: ev.Lease})
+		it.index = ev.Index
+		changes[i] = queueChange{item: it, remove: ev.Lease.State != engine.LeaseActive}
+	}
+	q.observeChanges(changes)
+}
+
+// observeItems applies committed changes of active leases that are no
+// lease event (a grace), in commit order.
+func (q *expiryQueue) observeItems(items []expiryItem) {
+	changes := make([]queueChange, len(items))
+	for i, it := range items {
+		changes[i] = queueChange{item: it}
+	}
+	q.observeChanges(changes)
+}
+
+func (q *expiryQueue) observeChanges(changes []queueChange) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	switch {
 	case !q.active:
 	case q.pending != nil:
-		q.pending = append(q.pending, evs...)
+		q.pending = append(q.pending, changes...)
 	default:
-		q.observeLocked(evs)
+		q.observeLocked(changes)
 	}
 }
 
-func (q *expiryQueue) observeLocked(evs []engine.LeaseEvent) {
-	for _, ev := range evs {
-		if ev.Index <= q.floor {
+func (q *expiryQueue) observeLocked(changes []queueChange) {
+	for _, ch := range changes {
+		if ch.item.index <= q.floor {
 			continue
 		}
-		if cur, ok := q.byJob[ev.Lease.JobID]; ok && cur.index > ev.Index {
+		if cur, ok := q.byJob[ch.item.job]; ok && cur.index > ch.item.index {
 			continue
 		}
-		if ev.Lease.State == engine.LeaseActive {
-			q.setLocked(itemOf(ev.Lease))
+		if ch.remove {
+			q.removeLocked(ch.item.job)
 		} else {
-			q.removeLocked(ev.Lease.JobID)
+			q.setLocked(ch.item)
 		}
 	}
 }
 
 // resync replaces job's item with what the file says as of index applied:
 // l is the job's lease then (nil if none). Newer information is kept.
-func (q *expiryQueue) resync(job string, l *engine.Lease, applied uint64) {
+func (q *expiryQueue) resync(job string, l *storedLease, applied uint64) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if !q.active || q.pending != nil {

@@ -259,9 +259,9 @@ type batchEffects struct {
 	moduleSets  []moduleSet
 	leaseEvents []engine.LeaseEvent
 	activeDelta int
-	// queueLeases are lease changes only the expiry queue sees (a grace
+	// queueItems are lease changes only the expiry queue sees (a grace
 	// extends leases without a lease event).
-	queueLeases []engine.LeaseEvent
+	queueItems []expiryItem
 	// correlation is the last correlation record the batch wrote.
 	correlation *CorrelationRecord
 }

@@ -94,18 +94,24 @@ func (s *Store) ReleaseLease(ctx context.Context, r engine.ReleaseRequest) (engi
 
 // heldPastExpiry reports whether the job's lease, as this node's state
 // has it, is active, out of time at at, and held by Config.Hold within
-// MaxLeaseHold: the expiry loop keeps such a lease, and a command on it
-// must not expire it either (see heldView). A node that is not the leader
-// gets its write refused anyway, so its answer does not matter.
+// MaxLeaseHold of the expiry its owner last set (holdCapReached): the
+// expiry loop keeps such a lease, and a command on it must not expire it
+// either (see heldView). A node that is not the leader gets its write
+// refused anyway, so its answer does not matter.
 func (s *Store) heldPastExpiry(jobID string, at time.Time) bool {
 	if s.cfg.Hold == nil {
 		return false
 	}
-	l, err := s.readLease(jobID)
+	var l *storedLease
+	err := s.fsm.view(func(tx *bolt.Tx) error {
+		var err error
+		l, err = getStoredLease(tx.Bucket(bucketLeases), jobID)
+		return err
+	})
 	if err != nil || l == nil || l.State != engine.LeaseActive || at.Before(l.ExpiresAt) {
 		return false
 	}
-	if s.cfg.MaxLeaseHold > 0 && at.Sub(l.ExpiresAt) >= s.cfg.MaxLeaseHold {
+	if holdCapReached(l.ownerExpiry(), s.cfg.MaxLeaseHold, at) {
 		return false
 	}
 	held := false
@@ -118,6 +124,31 @@ func (s *Store) heldPastExpiry(jobID string, at time.Time) bool {
 		held = s.cfg.Hold(l.OwnerDC)
 	}()
 	return held
+}
+
+// holdCapReached reports whether a lease whose owner last set its expiry
+// to ownerExpiry may no longer be held at now: MaxLeaseHold (maxHold) has
+// passed since. The cap counts from the owner's expiry, not from
+// ExpiresAt, which a grace moves: however many partition episodes come and
+// go, a lease its owner does not renew is held for at most maxHold past
+// the expiry the owner set. maxHold 0 means no cap.
+func holdCapReached(ownerExpiry time.Time, maxHold time.Duration, now time.Time) bool {
+	return maxHold > 0 && !now.Before(ownerExpiry.Add(maxHold))
+}
+
+// graceTarget is the ExpiresAt a grace at at gives a lease (see
+// applyPutCorrelation): one TTL from at, but never past the end of the hold
+// cap plus one TTL, ownerExpiry+maxHold+TTL (maxHold 0: no bound). So a
+// lease its owner does not renew runs out by ownerExpiry+maxHold+TTL at the
+// latest, whatever the number of episodes and graces.
+func graceTarget(l *storedLease, at time.Time, maxHold time.Duration) time.Time {
+	target := at.Add(l.TTL)
+	if maxHold > 0 {
+		if bound := l.ownerExpiry().Add(maxHold + l.TTL); bound.Before(target) {
+			target = bound
+		}
+	}
+	return target
 }
 
 func checkHolderRequest(jobID, owner string) error {
@@ -220,9 +251,14 @@ func (s *Store) now() time.Time {
 // scanLeases calls fn with every lease in job id order until it returns
 // false.
 func scanLeases(tx *bolt.Tx, fn func(engine.Lease) bool) error {
+	return scanStoredLeases(tx, func(l storedLease) bool { return fn(l.Lease) })
+}
+
+// scanStoredLeases is scanLeases with what only the store tracks.
+func scanStoredLeases(tx *bolt.Tx, fn func(storedLease) bool) error {
 	c := tx.Bucket(bucketLeases).Cursor()
 	for k, v := c.First(); k != nil; k, v = c.Next() {
-		var l engine.Lease
+		var l storedLease
 		if err := json.Unmarshal(v, &l); err != nil {
 			return fmt.Errorf("decode lease %q: %w", k, err)
 		}

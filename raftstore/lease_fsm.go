@@ -16,9 +16,9 @@ import (
 // rule with the command's stamped time and store what it returns.
 
 var (
-	// bucketLeases maps job id to its lease's JSON (engine.Lease). A job's
-	// lease stays after it was released or expired, until the next acquire
-	// replaces it.
+	// bucketLeases maps job id to its lease's JSON (storedLease: an
+	// engine.Lease and its owner's expiry). A job's lease stays after it was
+	// released or expired, until the next acquire replaces it.
 	bucketLeases = []byte("leases")
 	// bucketLeaseTokens maps job id to the last fencing token ever granted
 	// for it (8 bytes big-endian). It is never deleted, so a token is never
@@ -30,6 +30,48 @@ var (
 	// (promotionRecord), for operators.
 	keyLastPromotion = []byte("last_promotion")
 )
+
+// storedLease is a lease as bucketLeases keeps it: engine's lease and what
+// only the store tracks about it.
+type storedLease struct {
+	engine.Lease
+	// OwnerExpiresAt is the expiry the lease's owner last set: an acquire
+	// (its own re-acquire included) or a renew sets it to the new
+	// ExpiresAt. Nothing else moves it, neither a leader promotion nor a
+	// grace, so it anchors the hold cap whatever the number of partition
+	// episodes: the lease is held past ExpiresAt only before
+	// OwnerExpiresAt+MaxLeaseHold, and a grace never sets ExpiresAt past
+	// OwnerExpiresAt+MaxLeaseHold+TTL (graceTarget). Zero in a lease stored
+	// before the field existed: ownerExpiry falls back to ExpiresAt, and the
+	// first promotion or grace that extends the lease pins the field to the
+	// ExpiresAt it had before.
+	OwnerExpiresAt time.Time `json:"owner_expires_at,omitzero"`
+}
+
+// ownerExpiry is the expiry the owner last set; see OwnerExpiresAt.
+func (l *storedLease) ownerExpiry() time.Time {
+	if l.OwnerExpiresAt.IsZero() {
+		return l.ExpiresAt
+	}
+	return l.OwnerExpiresAt
+}
+
+// extended is l with ExpiresAt moved to expiresAt at index by something
+// else than its owner (a leader promotion or a grace): the owner's expiry
+// stays, pinned from the old ExpiresAt in a lease stored without it.
+func (l storedLease) extended(expiresAt time.Time, index uint64) storedLease {
+	l.OwnerExpiresAt = l.ownerExpiry()
+	l.ExpiresAt, l.Index = expiresAt, index
+	return l
+}
+
+// engineLease is the *engine.Lease of l, nil for nil.
+func engineLease(l *storedLease) *engine.Lease {
+	if l == nil {
+		return nil
+	}
+	return &l.Lease
+}
 
 // leaseBuckets are created by openStateDB beside the policy buckets.
 var leaseBuckets = [][]byte{bucketLeases, bucketLeaseTokens, bucketLeaseEvents}
@@ -205,17 +247,17 @@ func applyAcquireLease(tx *bolt.Tx, c command) (any, error) {
 	if err := checkLeaseCommand(c, body.Limits); err != nil {
 		return nil, reject(err)
 	}
-	cur, err := getLease(tx.Bucket(bucketLeases), body.JobID)
+	cur, err := getStoredLease(tx.Bucket(bucketLeases), body.JobID)
 	if err != nil {
 		return nil, err
 	}
 	last := getUint64(tx.Bucket(bucketLeaseTokens), []byte(body.JobID))
-	cur = heldView(cur, body.Held, c.At)
-	l, evs, err := body.Limits.Acquire(cur, last, engine.AcquireRequest{
+	view := heldView(engineLease(cur), body.Held, c.At)
+	l, evs, err := body.Limits.Acquire(view, last, engine.AcquireRequest{
 		JobID: body.JobID, Owner: body.Owner, OwnerID: body.OwnerID, OwnerDC: body.OwnerDC,
 		TTL: body.TTL, Force: body.Force, At: c.At,
 	})
-	return storeLeaseChange(tx, c.index, cur, l, evs, err)
+	return storeLeaseChange(tx, c.index, cur, l, evs, err, true)
 }
 
 func applyRenewLease(tx *bolt.Tx, c command) (any, error) {
@@ -226,15 +268,15 @@ func applyRenewLease(tx *bolt.Tx, c command) (any, error) {
 	if err := checkLeaseCommand(c, body.Limits); err != nil {
 		return nil, reject(err)
 	}
-	cur, err := getLease(tx.Bucket(bucketLeases), body.JobID)
+	cur, err := getStoredLease(tx.Bucket(bucketLeases), body.JobID)
 	if err != nil {
 		return nil, err
 	}
-	cur = heldView(cur, body.Held, c.At)
-	l, evs, err := body.Limits.Renew(cur, engine.RenewRequest{
+	view := heldView(engineLease(cur), body.Held, c.At)
+	l, evs, err := body.Limits.Renew(view, engine.RenewRequest{
 		JobID: body.JobID, Owner: body.Owner, Token: body.Token, TTL: body.TTL, At: c.At,
 	})
-	return storeLeaseChange(tx, c.index, cur, l, evs, err)
+	return storeLeaseChange(tx, c.index, cur, l, evs, err, true)
 }
 
 func applyReleaseLease(tx *bolt.Tx, c command) (any, error) {
@@ -245,16 +287,16 @@ func applyReleaseLease(tx *bolt.Tx, c command) (any, error) {
 	if err := checkLeaseCommand(c, engine.DefaultLeaseLimits()); err != nil {
 		return nil, reject(err)
 	}
-	cur, err := getLease(tx.Bucket(bucketLeases), body.JobID)
+	cur, err := getStoredLease(tx.Bucket(bucketLeases), body.JobID)
 	if err != nil {
 		return nil, err
 	}
-	view := heldView(cur, body.Held, c.At)
+	view := heldView(engineLease(cur), body.Held, c.At)
 	l, evs, err := engine.Release(view, engine.ReleaseRequest{JobID: body.JobID, Owner: body.Owner, Token: body.Token, At: c.At})
-	if view != cur && err == nil {
+	if view != engineLease(cur) && err == nil {
 		l.ExpiresAt = cur.ExpiresAt // released, not extended
 	}
-	return storeLeaseChange(tx, c.index, cur, l, evs, err)
+	return storeLeaseChange(tx, c.index, cur, l, evs, err, false)
 }
 
 // heldView is the lease the rules see for a command whose proposer held
@@ -295,18 +337,18 @@ func applyExpireLeases(tx *bolt.Tx, c command) (any, error) {
 		events []engine.LeaseEvent
 	)
 	for _, it := range body.Leases {
-		cur, err := getLease(lb, it.JobID)
+		cur, err := getStoredLease(lb, it.JobID)
 		if err != nil {
 			return nil, err
 		}
-		l, evs, err := engine.Expire(cur, engine.ExpireRequest{JobID: it.JobID, Token: it.Token, At: c.At})
+		l, evs, err := engine.Expire(engineLease(cur), engine.ExpireRequest{JobID: it.JobID, Token: it.Token, At: c.At})
 		if err != nil {
 			// ErrNotExpirable is the only error Expire has.
 			res.Skipped = append(res.Skipped, it.JobID)
 			continue
 		}
 		l.Index = c.index
-		if err := putLease(lb, l); err != nil {
+		if err := putLease(lb, storedLease{Lease: l, OwnerExpiresAt: cur.OwnerExpiresAt}); err != nil {
 			return nil, err
 		}
 		res.Expired = append(res.Expired, l)
@@ -322,6 +364,8 @@ func applyExpireLeases(tx *bolt.Tx, c command) (any, error) {
 // may have cost its holder (engine.ExtendForLeaderChange) and records the
 // promotion. It produces no lease event: the holder's view (token, owner,
 // state) is unchanged; Lease.Index of an extended lease becomes this entry's.
+// The owner's expiry stays (storedLease.OwnerExpiresAt): a leader change
+// does not move the hold cap.
 func applyLeaderPromoted(tx *bolt.Tx, c command) (any, error) {
 	body, err := decodeBody[promotedBody](c)
 	if err != nil {
@@ -335,18 +379,17 @@ func applyLeaderPromoted(tx *bolt.Tx, c command) (any, error) {
 	}
 	lb := tx.Bucket(bucketLeases)
 	// Collect first: bbolt forbids writing a bucket while iterating it.
-	var extended []engine.Lease
+	var extended []storedLease
 	err = lb.ForEach(func(k, v []byte) error {
-		var l engine.Lease
+		var l storedLease
 		if err := json.Unmarshal(v, &l); err != nil {
 			return fmt.Errorf("decode lease %q: %w", k, err)
 		}
 		if l.State != engine.LeaseActive || l.Index >= c.index {
 			return nil
 		}
-		if n, changed := engine.ExtendForLeaderChange(l, c.At, body.Grace); changed {
-			n.Index = c.index
-			extended = append(extended, n)
+		if n, changed := engine.ExtendForLeaderChange(l.Lease, c.At, body.Grace); changed {
+			extended = append(extended, l.extended(n.ExpiresAt, c.index))
 		}
 		return nil
 	})
@@ -381,8 +424,12 @@ func checkLeaseCommand(c command, limits engine.LeaseLimits) error {
 }
 
 // storeLeaseChange stores a rule's result; see the comment above the
-// handlers for the three shapes it can have.
-func storeLeaseChange(tx *bolt.Tx, index uint64, cur *engine.Lease, l engine.Lease, evs []engine.LeaseEvent, ruleErr error) (any, error) {
+// handlers for the three shapes it can have. cur is the stored lease
+// before the command. byOwner says the command is the owner's acquire or
+// renew: when it succeeds, the new ExpiresAt is the owner's expiry
+// (storedLease.OwnerExpiresAt); otherwise a lease with cur's token keeps
+// cur's.
+func storeLeaseChange(tx *bolt.Tx, index uint64, cur *storedLease, l engine.Lease, evs []engine.LeaseEvent, ruleErr error, byOwner bool) (any, error) {
 	if len(evs) == 0 {
 		if ruleErr == nil {
 			return nil, fmt.Errorf("lease rule for job %q changed nothing and reported no error", l.JobID)
@@ -390,7 +437,14 @@ func storeLeaseChange(tx *bolt.Tx, index uint64, cur *engine.Lease, l engine.Lea
 		return nil, reject(ruleErr)
 	}
 	l.Index = index
-	if err := putLease(tx.Bucket(bucketLeases), l); err != nil {
+	stored := storedLease{Lease: l}
+	switch {
+	case byOwner && ruleErr == nil:
+		stored.OwnerExpiresAt = l.ExpiresAt
+	case cur != nil && cur.Token == l.Token:
+		stored.OwnerExpiresAt = cur.OwnerExpiresAt
+	}
+	if err := putLease(tx.Bucket(bucketLeases), stored); err != nil {
 		return nil, err
 	}
 	tb := tx.Bucket(bucketLeaseTokens)
@@ -403,7 +457,7 @@ func storeLeaseChange(tx *bolt.Tx, index uint64, cur *engine.Lease, l engine.Lea
 	if err := appendLeaseEvents(tx, index, evs); err != nil {
 		return nil, err
 	}
-	return leaseOutcome{value: l, err: ruleErr, events: evs, delta: activeCount(&l) - activeCount(cur)}, nil
+	return leaseOutcome{value: l, err: ruleErr, events: evs, delta: activeCount(&l) - activeCount(engineLease(cur))}, nil
 }
 
 // stampEvents sets the entry's index on the events and their leases.
@@ -424,18 +478,25 @@ func activeCount(l *engine.Lease) int {
 
 // getLease returns the job's stored lease, or nil.
 func getLease(lb *bolt.Bucket, jobID string) (*engine.Lease, error) {
+	l, err := getStoredLease(lb, jobID)
+	return engineLease(l), err
+}
+
+// getStoredLease returns the job's stored lease with what only the store
+// tracks, or nil.
+func getStoredLease(lb *bolt.Bucket, jobID string) (*storedLease, error) {
 	raw := lb.Get([]byte(jobID))
 	if raw == nil {
 		return nil, nil
 	}
-	var l engine.Lease
+	var l storedLease
 	if err := json.Unmarshal(raw, &l); err != nil {
 		return nil, fmt.Errorf("decode lease %q: %w", jobID, err)
 	}
 	return &l, nil
 }
 
-func putLease(lb *bolt.Bucket, l engine.Lease) error {
+func putLease(lb *bolt.Bucket, l storedLease) error {
 	raw, err := json.Marshal(l)
 	if err != nil {
 		return err
