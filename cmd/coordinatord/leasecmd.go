@@ -275,7 +275,7 @@ func (l *leaseLimitFlags) addFlags(fl *pflag.FlagSet) {
 	fl.DurationVar(&l.min, "lease-min-ttl", d.MinTTL, "shortest lease TTL a client may ask for (at least the Raft election timeout)")
 	fl.DurationVar(&l.max, "lease-max-ttl", d.MaxTTL, "longest lease TTL; a renewal never extends a lease beyond it")
 	fl.DurationVar(&l.def, "lease-default-ttl", d.DefaultTTL, "TTL of a lease acquired without one")
-	fl.DurationVar(&l.maxHold, "lease-max-hold", raftstore.DefaultMaxLeaseHold, "longest a lease is held past its expiry while the correlation engine suspects a partition, counted from the episode's detection (0: no cap)")
+	fl.DurationVar(&l.maxHold, "lease-max-hold", raftstore.DefaultMaxLeaseHold, "longest a lease is held past its expiry while the correlation engine suspects a partition: counted from the episode's detection, and for each lease from the expiry its owner last set, across episodes (0: no cap)")
 }
 
 func (l *leaseLimitFlags) apply(cfg *server.Config) error {
