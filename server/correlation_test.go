@@ -708,9 +708,12 @@ func TestHeldLeasesExpireWhenTheCapIsReached(t *testing.T) {
 	// does not end.
 	clk.Advance(time.Minute)
 	waitLeaseState(t, s, "job-dc4", engine.LeaseExpired)
+	// The job ids logged are the leases still active when the leader
+	// notices the cap: job-dc4 may have expired first (it is capped on its
+	// own too, from its owner's expiry).
 	waitFor(t, "the cap logged", func() bool {
 		return logged(n.logs.String(), "lease hold cap reached: the held leases expire as usual from now on",
-			"datacenters", `["dc3","dc4","dc5"]`, "job_ids", `["job-dc4"]`)
+			"datacenters", `["dc3","dc4","dc5"]`)
 	})
 	if rec := s.Store().Correlation(); rec.Episode == nil {
 		t.Fatal("the episode ended with the cap")
@@ -826,4 +829,52 @@ func TestANewLeaderSeedingItsMembersKeepsTheEpisode(t *testing.T) {
 			rec.Episode, episode, rec.HoldUntil, holdUntil,
 			countCorrEvents(rec, engine.EventPartitionDetected), countCorrEvents(rec, engine.EventPartitionHealed))
 	}
+}
+
+// A partition that reconnects briefly now and then starts and heals one
+// episode after another; each heal gives a grace and each new episode
+// holds again. A lease its owner abandoned must still expire within the
+// bound: its owner's expiry + the maximum hold + one TTL.
+func TestABlippingPartitionDoesNotHoldAnAbandonedLeaseForever(t *testing.T) {
+	clk := newTestClock()
+	p := &pool{}
+	ms := newFakeMembership(clk.Now)
+	p.add(ms)
+	// Episodes of 128s with 2s blips: shorter than the maximum hold (each
+	// episode's own cap is never reached), and two flips per 120s (not
+	// flapping, which would make it one long episode).
+	const maxHold = 5 * time.Minute
+	n := startNodeWith(t, func(cfg *Config) {
+		testCorrelation(clk, ms)(cfg)
+		cfg.Raft.MaxLeaseHold = maxHold
+	})
+	s := n.srv
+	waitRecord(t, s, "the first record", func(r *raftstore.CorrelationRecord) bool { return len(r.Datacenters) == len(poolDCs) })
+	l := leaseIn(t, s, "job-dc4", "dc4", leaseTTL)
+	bound := l.ExpiresAt.Add(maxHold + leaseTTL)
+	episodes := 0
+	for clk.Now().Before(bound.Add(leaseTTL)) && leaseNow(t, s, "job-dc4").State == engine.LeaseActive {
+		if episodes == 0 {
+			startPartition(t, s, clk, p, "dc3", "dc4", "dc5")
+		} else {
+			// Recovering datacenters fail again at once: a new episode.
+			p.dark("dc3", "dc4", "dc5")
+			waitRecord(t, s, "a new episode", func(r *raftstore.CorrelationRecord) bool { return r.Episode != nil })
+		}
+		episodes++
+		clk.Advance(128 * time.Second)
+		p.light("dc3", "dc4", "dc5")
+		waitRecord(t, s, "the heal", func(r *raftstore.CorrelationRecord) bool { return r.Episode == nil })
+		clk.Advance(2 * time.Second)
+	}
+	waitLeaseState(t, s, "job-dc4", engine.LeaseExpired)
+	got := leaseNow(t, s, "job-dc4")
+	// The clock moves in jumps of 128s, so EndedAt is when the loop next
+	// looked; the lease's last expiry is what the bound is about.
+	if got.ExpiresAt.After(bound) || episodes < 3 {
+		t.Fatalf("job-dc4 expired with expiry %s after %d episodes; its owner's expiry %s bounds it at %s",
+			got.ExpiresAt, episodes, l.ExpiresAt, bound)
+	}
+	t.Logf("job-dc4 (owner expiry %s) expired with expiry %s (%s past the owner's), after %d episodes", l.ExpiresAt.Format("15:04:05"),
+		got.ExpiresAt.Format("15:04:05"), got.ExpiresAt.Sub(l.ExpiresAt), episodes)
 }
