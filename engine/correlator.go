@@ -16,6 +16,7 @@ type Correlator struct {
 	cfg     CorrelationConfig
 	members map[string]member
 	dcs     map[string]*dcTrack
+	order   []string // the names of dcs, sorted
 	health  int
 	episode *Episode
 	// lastEpisode is the id of the latest episode, so that a new one never
@@ -90,6 +91,8 @@ func (c *Correlator) track(dc string) *dcTrack {
 	if t == nil {
 		t = &dcTrack{state: DCHealthy, since: c.now}
 		c.dcs[dc] = t
+		at, _ := slices.BinarySearch(c.order, dc)
+		c.order = slices.Insert(c.order, at, dc)
 	}
 	return t
 }
@@ -272,14 +275,10 @@ func (c *Correlator) rawDown(dc string) (down, known bool) {
 	return float64(suspect+dead) > c.cfg.FailingShare*float64(total), total > 0
 }
 
-func (c *Correlator) sortedDCs() []string {
-	names := make([]string, 0, len(c.dcs))
-	for dc := range c.dcs {
-		names = append(names, dc)
-	}
-	sort.Strings(names)
-	return names
-}
+// sortedDCs returns the datacenters by name. The slice is the engine's
+// own, kept sorted as datacenters appear (they are never removed): the
+// caller must not modify it.
+func (c *Correlator) sortedDCs() []string { return c.order }
 
 // evaluate moves every datacenter's state, then the severity and the
 // episode, and returns what changed.
