@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -19,9 +21,11 @@ type Correlator struct {
 	order   []string // the names of dcs, sorted
 	health  int
 	episode *Episode
-	// lastEpisode is the id of the latest episode, so that a new one never
-	// repeats it.
-	lastEpisode string
+	// episodeBase and episodeN make episode ids unique: the id is the
+	// detection time, with -N appended for the N+1th episode detected in
+	// the same instant.
+	episodeBase string
+	episodeN    int
 	// now is the time of the latest input; time never goes backwards for
 	// the engine even if inputs arrive slightly out of order.
 	now time.Time
@@ -127,14 +131,18 @@ type MemberObservation struct {
 }
 
 // SetMembers replaces the members the engine counts with list (members
-// not in it are forgotten, as if they had left) and then evaluates once.
+// not in it are forgotten, as if they had left), records the local health
+// score, and then evaluates once: the view is judged whole, and with this
+// node's trust in it (a fresh engine would otherwise judge a new leader's
+// first view as trusted).
 // A new leader seeding the engine, or a resynchronisation after lost
 // events, must use it rather than one MemberUpdate per member: evaluating
 // after each one would judge datacenters on a half-loaded view (a held
 // datacenter whose alive members sort first would look up and end the
 // episode).
-func (c *Correlator) SetMembers(at time.Time, list []MemberObservation) []CorrelationEvent {
+func (c *Correlator) SetMembers(at time.Time, health int, list []MemberObservation) []CorrelationEvent {
 	now := c.advance(at)
+	c.health = health
 	listed := make(map[string]bool, len(list))
 	for _, m := range list {
 		listed[m.Name] = true
@@ -202,7 +210,7 @@ func (c *Correlator) Restore(at time.Time, ep Episode) {
 	cp := ep
 	cp.Datacenters = slices.Clone(ep.Datacenters)
 	c.episode = &cp
-	c.lastEpisode = ep.ID
+	c.episodeBase, c.episodeN = splitEpisodeID(ep.ID)
 	for _, dc := range ep.Datacenters {
 		t := c.track(dc)
 		t.state, t.since, t.downSince, t.wasDown = DCFailed, now, now, true
@@ -321,7 +329,9 @@ func (c *Correlator) step(dc string, t *dcTrack, now time.Time) {
 		return
 	}
 	if len(t.flips) >= c.cfg.FlapTransitions {
-		if t.downSince.IsZero() {
+		if t.downSince.IsZero() || !t.state.down() {
+			// From healthy or recovering this is a new outage: it
+			// correlates with the others from now.
 			t.downSince = now
 		}
 		c.set(t, DCFlapping, now)
@@ -445,6 +455,18 @@ func (c *Correlator) severity(n, total int) Severity {
 	return SeverityNone
 }
 
+// splitEpisodeID returns an episode id's time part and how many earlier
+// episodes had the same one (the -N suffix minus one).
+func splitEpisodeID(id string) (base string, n int) {
+	base = id
+	if i := strings.LastIndexByte(id, '-'); i > len("ep") {
+		if k, err := strconv.Atoi(id[i+1:]); err == nil && k >= 2 {
+			return id[:i], k - 1
+		}
+	}
+	return base, 0
+}
+
 // correlate derives severity and moves the episode.
 func (c *Correlator) correlate(now time.Time) []CorrelationEvent {
 	corr := c.correlated()
@@ -458,10 +480,14 @@ func (c *Correlator) correlate(now time.Time) []CorrelationEvent {
 		return nil
 	case ep == nil && sev.rank() >= SeverityMedium.rank():
 		id := "ep-" + now.UTC().Format("20060102T150405.000000000Z")
-		if id == c.lastEpisode {
-			id += "-2" // detected in the same instant the last one healed
+		if id == c.episodeBase {
+			// Detected in the same instant as the last one (inputs that
+			// arrive late are stamped with the engine's time).
+			c.episodeN++
+			id = fmt.Sprintf("%s-%d", c.episodeBase, c.episodeN+1)
+		} else {
+			c.episodeBase, c.episodeN = id, 0
 		}
-		c.lastEpisode = id
 		c.episode = &Episode{
 			ID:          id,
 			DetectedAt:  now,

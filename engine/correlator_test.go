@@ -559,14 +559,14 @@ func TestANewLeaderLoadingItsMembersContinuesTheEpisode(t *testing.T) {
 			list = append(list, MemberObservation{Name: memberName(dc, i), Datacenter: dc, State: s})
 		}
 	}
-	if evs := next.SetMembers(now, list); len(evs) != 0 {
+	if evs := next.SetMembers(now, 0, list); len(evs) != 0 {
 		t.Errorf("loading the same view decided %+v, want nothing", evs)
 	}
 	if got := next.Status(); got.Episode == nil || got.Episode.ID != st.Episode.ID || !slicesEqual(got.Held, st.Held) {
 		t.Fatalf("after loading the members: %s, want episode %s holding %v", got, st.Episode.ID, st.Held)
 	}
 	// Members the list no longer has are forgotten.
-	if evs := next.SetMembers(now, list[1:]); len(evs) != 0 {
+	if evs := next.SetMembers(now, 0, list[1:]); len(evs) != 0 {
 		t.Errorf("dropping one alive member of dc1 decided %+v", evs)
 	}
 	if d := next.Status().Datacenters[0]; d.Name != "dc1" || d.Alive != 2 {
@@ -617,5 +617,108 @@ func TestADatacenterFailingAgainWhileRecoveringCorrelatesFromNow(t *testing.T) {
 	w.expect("three dark together", SeverityHigh, map[string]DCState{"dc1": DCFailed, "dc2": DCFailed, "dc3": DCFailed})
 	if n := w.count(EventPartitionDetected); n != 1 {
 		t.Fatalf("partition detected %d times, want 1", n)
+	}
+}
+
+// Episode ids never repeat, even for detections in the same instant
+// (late inputs are stamped with the engine's time), nor after a new
+// leader restores an episode with a suffixed id.
+func TestEpisodeIDsNeverRepeat(t *testing.T) {
+	w := newWorld(t, dcs(4, 1))
+	w.dark("dc1", "dc2", "dc3")
+	w.at(10 * time.Second)
+	for range 3 { // heal and detect again, all at the same instant
+		for _, dc := range []string{"dc1", "dc2"} {
+			w.record(w.c.MemberUpdate(w.now, memberName(dc, 0), dc, MemberAlive))
+			w.record(w.c.MemberUpdate(w.now, memberName(dc, 0), dc, MemberDead))
+		}
+	}
+	var ids []string
+	for _, e := range w.events {
+		if e.Type == EventPartitionDetected {
+			ids = append(ids, e.Episode)
+		}
+	}
+	if len(ids) < 3 {
+		t.Fatalf("want several detections in one instant, got %v", ids)
+	}
+	// A new leader restores the last one and detects again in the same
+	// instant.
+	next, err := NewCorrelator(DefaultCorrelationConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	next.Restore(w.now, *w.c.Status().Episode)
+	for _, dc := range []string{"dc1", "dc2", "dc3", "dc4"} {
+		s := MemberDead
+		if dc == "dc4" {
+			s = MemberAlive
+		}
+		next.MemberUpdate(w.now, memberName(dc, 0), dc, s)
+	}
+	next.MemberUpdate(w.now, memberName("dc1", 0), "dc1", MemberAlive)
+	next.MemberUpdate(w.now, memberName("dc2", 0), "dc2", MemberAlive)
+	for _, dc := range []string{"dc1", "dc2"} {
+		for _, e := range next.MemberUpdate(w.now, memberName(dc, 0), dc, MemberDead) {
+			if e.Type == EventPartitionDetected {
+				ids = append(ids, e.Episode)
+			}
+		}
+	}
+	seen := map[string]bool{}
+	for _, id := range ids {
+		if seen[id] {
+			t.Fatalf("episode id %s repeated: %v", id, ids)
+		}
+		seen[id] = true
+	}
+}
+
+// A recovering datacenter that becomes flapping starts a new outage: when
+// two others fail with it, it is a partition.
+func TestADatacenterFlappingAfterRecoveringCorrelatesFromNow(t *testing.T) {
+	w := newWorld(t, dcs(3, 2))
+	w.dark("dc1")
+	w.at(60 * time.Second)
+	w.light("dc1")
+	w.at(70 * time.Second)
+	w.expect("dc1 back", SeverityNone, map[string]DCState{"dc1": DCRecovering})
+	w.dark("dc1", "dc2", "dc3") // dc1's third flip within 120s: flapping
+	w.at(80 * time.Second)
+	w.expect("three dark together", SeverityHigh, map[string]DCState{"dc1": DCFlapping, "dc2": DCFailed, "dc3": DCFailed})
+	if n := w.count(EventPartitionDetected); n != 1 {
+		t.Fatalf("partition detected %d times, want 1 (%s)", n, w.c.Status())
+	}
+}
+
+// A new leader whose own view is untrusted loads datacenters an earlier
+// untrusted leader left failing for minutes: it confirms nothing and
+// starts no episode.
+func TestAnUntrustedNewLeaderSeedsWithoutConfirming(t *testing.T) {
+	c, err := NewCorrelator(DefaultCorrelationConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := t0.Add(10 * time.Minute)
+	var list []MemberObservation
+	for _, dc := range []string{"dc1", "dc2", "dc3", "dc4", "dc5"} {
+		st, ms := DCHealthy, MemberAlive
+		if dc >= "dc3" {
+			st, ms = DCFailing, MemberDead
+		}
+		c.RestoreDatacenter(now, dc, st, t0)
+		for i := range 2 {
+			list = append(list, MemberObservation{Name: memberName(dc, i), Datacenter: dc, State: ms})
+		}
+	}
+	for _, e := range c.SetMembers(now, 6, list) {
+		if e.Type == EventPartitionDetected || e.To == DCFailed {
+			t.Fatalf("an untrusted new leader decided %+v while seeding", e)
+		}
+	}
+	// Trusted again: the outages are confirmed.
+	evs := c.LocalHealth(now.Add(time.Second), 0)
+	if st := c.Status(); st.Episode == nil {
+		t.Fatalf("trusted again, no episode: %s (%+v)", st, evs)
 	}
 }

@@ -86,6 +86,11 @@ type leaderCorrelator struct {
 	retryAt time.Time
 	// lost is set when a commit found this node no longer leads.
 	lost bool
+	// refused is the view of a record the store refused as invalid (it is
+	// not proposed again before retryAt); unknown a record whose commit
+	// had an unknown outcome.
+	refused string
+	unknown *unknownCommit
 	// takeover is set until this leader's first record is committed: a new
 	// leader commits one even when its view equals the committed one, so
 	// that the record names the node that runs the engine.
@@ -153,8 +158,8 @@ func (l *leaderCorrelator) stop(why string) {
 	l.log.Info("correlation engine stopped on this node", "reason", why, "uncommitted_events", len(l.pending))
 }
 
-// seed loads the membership's whole current view into the engine at once
-// (members it no longer lists are forgotten), then the health score.
+// seed loads the membership's whole current view and the health score
+// into the engine at once (members it no longer lists are forgotten).
 func (l *leaderCorrelator) seed(now time.Time) []engine.CorrelationEvent {
 	ms := l.s.corr.ms
 	members := ms.Members()
@@ -162,8 +167,7 @@ func (l *leaderCorrelator) seed(now time.Time) []engine.CorrelationEvent {
 	for i, m := range members {
 		list[i] = engine.MemberObservation{Name: m.Name, Datacenter: m.Meta.Datacenter, State: engine.MemberState(m.State)}
 	}
-	evs := l.cor.SetMembers(now, list)
-	return append(evs, l.cor.LocalHealth(now, ms.LocalHealth())...)
+	return l.cor.SetMembers(now, ms.LocalHealth(), list)
 }
 
 // member feeds one member event.
@@ -280,21 +284,29 @@ func recordView(r *raftstore.CorrelationRecord) raftstore.CorrelationUpdate {
 // or events are pending.
 func (l *leaderCorrelator) commit(ctx context.Context) {
 	now := l.s.clock()
-	if now.Before(l.retryAt) {
-		return
-	}
 	u := l.view(l.cor.Status())
-	if len(l.pending) == 0 && !l.takeover && l.committed != nil && viewKey(u) == viewKey(recordView(l.committed)) {
+	key := viewKey(u)
+	if now.Before(l.retryAt) && (l.refused == "" || l.refused == key) {
+		return // a record refused as invalid is retried early only for a new view
+	}
+	if len(l.pending) == 0 && !l.takeover && l.committed != nil && key == viewKey(recordView(l.committed)) {
 		return
 	}
-	// Another leader committed since this one read the record (this node
-	// lost and regained leadership between two polls): its view of the
-	// record is stale, so it starts over from the committed one.
 	if cur := l.s.store.Correlation(); cur != nil && (l.committed == nil || cur.Revision != l.committed.Revision) {
+		if l.adoptLateCommit(cur, now) {
+			return
+		}
+		// Another leader committed since this one read the record (this
+		// node lost and regained leadership between two polls): its view
+		// of the record is stale, so it starts over from the committed one.
 		l.log.Warn("correlation record committed by another leader meanwhile; restarting the engine from it",
 			"revision", cur.Revision, "by", cur.Leader)
 		l.lost = true
 		return
+	}
+	base := uint64(0)
+	if l.committed != nil {
+		base = l.committed.Revision
 	}
 	newHeld := u.Held
 	if u.Episode == nil || !now.Before(u.HoldUntil) {
@@ -315,10 +327,16 @@ func (l *leaderCorrelator) commit(ctx context.Context) {
 			return
 		}
 		pause := commitRetryPause
-		if errors.Is(err, raftstore.ErrInvalid) {
+		l.refused, l.unknown = "", nil
+		switch {
+		case errors.Is(err, raftstore.ErrInvalid):
 			// The same view would be refused again: a bug, not a hiccup.
-			// Try again when the view may have changed, not every second.
-			pause = invalidRecordPause
+			// Try again when the view changes, or after a while.
+			pause, l.refused = invalidRecordPause, key
+		default:
+			// The outcome is unknown (e.g. the apply timed out): the entry
+			// may still commit, and then the next attempt adopts it.
+			l.unknown = &unknownCommit{after: base, events: len(l.pending), reports: len(l.reports), grace: u.Grace}
 		}
 		if ctx.Err() == nil {
 			l.log.Error("correlation record not committed; retrying", "events", len(l.pending), "retry_in", pause,
@@ -327,16 +345,50 @@ func (l *leaderCorrelator) commit(ctx context.Context) {
 		l.retryAt = now.Add(pause)
 		return
 	}
-	old := l.committed
-	l.committed = &res.Record
-	events := l.pending
-	l.pending, l.takeover = nil, false
+	prev := l.committed
+	l.committed, l.retryAt, l.refused, l.unknown = &res.Record, time.Time{}, "", nil
+	l.committedWith(prev, &res.Record, len(l.pending), len(l.reports), u.Grace, res.Graced, now)
+}
+
+// unknownCommit is a record whose commit failed with an unknown outcome.
+type unknownCommit struct {
+	// after is the revision it was proposed after; events and reports are
+	// how many of the pending events and reports it carried; grace the
+	// datacenters it released.
+	after           uint64
+	events, reports int
+	grace           []string
+}
+
+// adoptLateCommit recognises cur as this leader's own record whose commit
+// timed out but went through: the next revision after the one it was
+// proposed on, naming this node. It takes it as committed (logging its
+// events and handing its reports on) and reports whether it did.
+func (l *leaderCorrelator) adoptLateCommit(cur *raftstore.CorrelationRecord, now time.Time) bool {
+	u := l.unknown
+	if u == nil || cur.Revision != u.after+1 || cur.Leader != l.s.cfg.NodeID {
+		return false
+	}
+	l.log.Info("a correlation record whose commit timed out was committed after all", "revision", cur.Revision)
+	prev := l.committed
+	l.committed, l.unknown, l.retryAt, l.refused = cur, nil, time.Time{}, ""
+	l.committedWith(prev, cur, u.events, u.reports, u.grace, nil, now)
+	return true
+}
+
+// committedWith finishes a commit of rec that carried the first events
+// pending events and the first reports reports: it logs them and the
+// holds, and hands the reports to the reporters.
+func (l *leaderCorrelator) committedWith(prev, rec *raftstore.CorrelationRecord, events, reports int, grace []string, graced []engine.Lease, now time.Time) {
+	evs := l.pending[:events]
+	l.pending = slices.Clone(l.pending[events:])
+	l.takeover = false
 	l.s.corr.metrics.records.Inc()
-	for _, ev := range events {
+	for _, ev := range evs {
 		l.logEvent(ev)
 	}
-	l.logHolds(old, l.committed, u.Grace, res.Graced, now)
-	l.submitReports()
+	l.logHolds(prev, rec, grace, graced, now)
+	l.submitReports(reports)
 }
 
 // logEvent logs one committed event.
@@ -473,9 +525,9 @@ func (l *leaderCorrelator) consult(ctx context.Context, ev engine.CorrelationEve
 }
 
 // submitReports hands the committed events to the reporter pipeline.
-func (l *leaderCorrelator) submitReports() {
-	reps := l.reports
-	l.reports = nil
+func (l *leaderCorrelator) submitReports(n int) {
+	reps := l.reports[:n]
+	l.reports = slices.Clone(l.reports[n:])
 	if l.s.reporters == nil {
 		return
 	}

@@ -711,9 +711,11 @@ func TestHeldLeasesExpireWhenTheCapIsReached(t *testing.T) {
 	// The job ids logged are the leases still active when the leader
 	// notices the cap: job-dc4 may have expired first (it is capped on its
 	// own too, from its owner's expiry).
+	const capReached = "lease hold cap reached: the held leases expire as usual from now on"
 	waitFor(t, "the cap logged", func() bool {
-		return logged(n.logs.String(), "lease hold cap reached: the held leases expire as usual from now on",
-			"datacenters", `["dc3","dc4","dc5"]`)
+		logs := n.logs.String()
+		return logged(logs, capReached, "datacenters", `["dc3","dc4","dc5"]`, "job_ids", `["job-dc4"]`) ||
+			logged(logs, capReached, "datacenters", `["dc3","dc4","dc5"]`, "job_ids", `[]`)
 	})
 	if rec := s.Store().Correlation(); rec.Episode == nil {
 		t.Fatal("the episode ended with the cap")
@@ -877,4 +879,60 @@ func TestABlippingPartitionDoesNotHoldAnAbandonedLeaseForever(t *testing.T) {
 	}
 	t.Logf("job-dc4 (owner expiry %s) expired with expiry %s (%s past the owner's), after %d episodes", l.ExpiresAt.Format("15:04:05"),
 		got.ExpiresAt.Format("15:04:05"), got.ExpiresAt.Sub(l.ExpiresAt), episodes)
+}
+
+// A record committed by someone else while this leader's engine runs (it
+// lost and regained leadership between two polls) makes it start over
+// from the committed record instead of committing from a stale one.
+func TestARecordCommittedMeanwhileRestartsTheLeadersEngine(t *testing.T) {
+	n, clk, p := corrNode(t)
+	s := n.srv
+	rec := s.Store().Correlation()
+	if _, err := s.Store().PutCorrelation(ctx(t), recordView(rec)); err != nil {
+		t.Fatal(err)
+	}
+	p.dark("dc2")
+	waitRecord(t, s, "dc2 failing", statesAre(engine.DCFailing, "dc2"))
+	clk.Advance(3 * time.Second)
+	waitRecord(t, s, "dc2 failed", statesAre(engine.DCFailed, "dc2"))
+	logs := n.logs.String()
+	if !strings.Contains(logs, "correlation record committed by another leader meanwhile; restarting the engine from it") ||
+		strings.Count(logs, "leading: correlation engine started from the committed record") < 2 {
+		t.Errorf("the engine did not restart from the newer record:\n%s", logs)
+	}
+}
+
+// A commit whose outcome was unknown (the apply timed out) and that went
+// through is adopted as this leader's own: its events are no longer
+// pending, the ones decided after it still are, and it is not mistaken for
+// another leader's.
+func TestALateCommitOfThisLeadersRecordIsAdopted(t *testing.T) {
+	n, _, _ := corrNode(t)
+	s := n.srv
+	rec := s.Store().Correlation()
+	cor, err := engine.NewCorrelator(s.cfg.Correlation)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent := engine.CorrelationEvent{Type: engine.EventDCStateChanged, At: rec.At, Datacenter: "dc2", From: engine.DCHealthy, To: engine.DCFailing}
+	later := engine.CorrelationEvent{Type: engine.EventDCStateChanged, At: rec.At, Datacenter: "dc3", From: engine.DCHealthy, To: engine.DCFailing}
+	l := &leaderCorrelator{s: s, cor: cor, log: s.corr.log, committed: rec, pending: []engine.CorrelationEvent{sent, later},
+		unknown: &unknownCommit{after: rec.Revision, events: 1}}
+	// Someone else's record at the next revision is not adopted.
+	other := *rec
+	other.Revision, other.Leader = rec.Revision+1, "node-9"
+	if l.adoptLateCommit(&other, s.clock()) {
+		t.Fatal("another leader's record was adopted")
+	}
+	// This node's own, committed late, is.
+	if _, err := s.Store().PutCorrelation(ctx(t), recordView(rec)); err != nil {
+		t.Fatal(err)
+	}
+	cur := s.Store().Correlation()
+	if !l.adoptLateCommit(cur, s.clock()) {
+		t.Fatalf("this leader's record (revision %d after %d, by %s) was not adopted", cur.Revision, rec.Revision, cur.Leader)
+	}
+	if l.committed != cur || l.unknown != nil || len(l.pending) != 1 || l.pending[0].Datacenter != later.Datacenter {
+		t.Fatalf("after adopting: committed %p (want %p), unknown %v, pending %+v", l.committed, cur, l.unknown, l.pending)
+	}
 }

@@ -178,9 +178,11 @@ func DefaultLANConfig() Config {
 		// SuspicionMult probe intervals, so none that ends in a death is
 		// missed, and reading the table 5 times a second is negligible.
 		PollInterval: base.ProbeInterval / 5, // 200ms
-		// Consul's reconnect_timeout: long enough for anyone to notice a
-		// dead host before its datacenter stops counting it.
-		DeadMemberRetention: 72 * time.Hour,
+		// Three times the default maximum lease hold: a partition is judged
+		// on the same members by every leader for as long as leases may be
+		// held, and hosts replaced under new names without leaving stop
+		// counting as dead within a quarter of an hour.
+		DeadMemberRetention: 15 * time.Minute,
 		EventBuffer:         1024, // a full restart of a 1000-member pool
 		RTTBuffer:           1024, // about 17 minutes of samples at 1 probe/s
 	}

@@ -69,6 +69,13 @@ func serverGossip(f *gossipFlags, cfg *server.Config, logger *slog.Logger) error
 		return err
 	}
 	cfg.Gossip = &gc
+	if r, hold := gc.DeadMemberRetention, cfg.Raft.MaxLeaseHold; hold > 0 && r < hold {
+		// A leader elected during a long partition would count the dead
+		// members it forgot as gone, and could end holds its predecessor
+		// kept.
+		logger.Warn("--gossip-dead-member-retention is shorter than --lease-max-hold: during a partition longer than the retention, "+
+			"a new leader may no longer count the dead members of the cut-off datacenters", "gossip_dead_member_retention", r, "lease_max_hold", hold)
+	}
 	return nil
 }
 

@@ -96,3 +96,33 @@ func TestTheChaosFlagIsHidden(t *testing.T) {
 		}
 	}
 }
+
+func TestAServerWarnsWhenDeadMembersAreForgottenBeforeTheHoldCap(t *testing.T) {
+	base := serverArgs(t)
+	_, keyFile := writeKeyFile(t)
+	const warning = "--gossip-dead-member-retention is shorter than --lease-max-hold"
+	for _, tc := range []struct {
+		name string
+		args []string
+		warn bool
+	}{
+		{"defaults", nil, false},
+		{"retention shorter than the cap", []string{"--gossip-dead-member-retention", "1m", "--lease-max-hold", "5m"}, true},
+		{"no cap", []string{"--gossip-dead-member-retention", "1m", "--lease-max-hold", "0s"}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var logs strings.Builder
+			logger := slog.New(slog.NewTextHandler(&logs, nil))
+			f, err := parseServer(t, append(append(base, "--gossip-key-file", keyFile), tc.args...)...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := f.serverConfig(logger); err != nil {
+				t.Fatal(err)
+			}
+			if got := strings.Contains(logs.String(), warning); got != tc.warn {
+				t.Errorf("warned %v, want %v:\n%s", got, tc.warn, logs.String())
+			}
+		})
+	}
+}
