@@ -371,6 +371,26 @@ func (s *Store) LinearizableRead(ctx context.Context) error {
 	return nil
 }
 
+// Barrier waits until every entry in the leader's log when it is called
+// is committed and applied (or fails, e.g. when leadership is lost). After
+// a write whose outcome was unknown (ErrTimeout), a successful Barrier
+// means the state shows whether it went through.
+func (s *Store) Barrier(ctx context.Context) error {
+	if s.closed.Load() {
+		return s.errorf("barrier: %w", ErrClosed)
+	}
+	if s.raft.State() != raft.Leader {
+		return s.errorf("barrier: %w", s.notLeader())
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.ApplyTimeout)
+	defer cancel()
+	deadline, _ := ctx.Deadline()
+	if err := s.await(ctx, s.raft.Barrier(time.Until(deadline))); err != nil {
+		return s.errorf("barrier: %w", err)
+	}
+	return nil
+}
+
 func (s *Store) readIndex(ctx context.Context) error {
 	readIndex := s.raft.CommitIndex()
 	var entry raft.Log

@@ -157,6 +157,9 @@ func TestFollowerWithoutLeader(t *testing.T) {
 	if err := s.LinearizableRead(tctx(t)); !errors.Is(err, ErrNotLeader) {
 		t.Errorf("LinearizableRead: %v, want ErrNotLeader", err)
 	}
+	if err := s.Barrier(tctx(t)); !errors.Is(err, ErrNotLeader) {
+		t.Errorf("Barrier: %v, want ErrNotLeader", err)
+	}
 	if s.IsLeader() || s.State() != "Follower" {
 		t.Errorf("IsLeader %v, State %q; want false, Follower", s.IsLeader(), s.State())
 	}
@@ -234,6 +237,9 @@ func TestCloseIsIdempotentAndEndsEverything(t *testing.T) {
 	}
 	if err := s.LinearizableRead(tctx(t)); !errors.Is(err, ErrClosed) {
 		t.Errorf("LinearizableRead after Close: %v", err)
+	}
+	if err := s.Barrier(tctx(t)); !errors.Is(err, ErrClosed) {
+		t.Errorf("Barrier after Close: %v", err)
 	}
 	if err := s.WaitForLeader(tctx(t)); !errors.Is(err, ErrClosed) {
 		t.Errorf("WaitForLeader after Close: %v", err)
@@ -367,5 +373,19 @@ func TestWriteTimesOutWithContext(t *testing.T) {
 	defer cancel()
 	if _, err := s.PutPolicy(expired, pol("a", policies.ModeEnforce), nil); !errors.Is(err, ErrTimeout) {
 		t.Errorf("PutPolicy with an expired context: %v, want ErrTimeout", err)
+	}
+}
+
+func TestBarrierLeavesEveryEntryApplied(t *testing.T) {
+	s := openStore(t, testConfig(t, t.TempDir()))
+	for i := range 3 {
+		mustPut(t, s, pol(fmt.Sprintf("p%d", i), policies.ModeEnforce))
+		if err := s.Barrier(tctx(t)); err != nil {
+			t.Fatalf("Barrier: %v", err)
+		}
+		last, _, err := lastCommand(s.logs, 0, s.LastIndex())
+		if err != nil || s.AppliedIndex() < last {
+			t.Fatalf("after Barrier the state machine is at %d, the last command at %d (%v)", s.AppliedIndex(), last, err)
+		}
 	}
 }

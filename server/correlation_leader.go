@@ -292,10 +292,22 @@ func (l *leaderCorrelator) commit(ctx context.Context) {
 	if len(l.pending) == 0 && !l.takeover && l.committed != nil && key == viewKey(recordView(l.committed)) {
 		return
 	}
-	if cur := l.s.store.Correlation(); cur != nil && (l.committed == nil || cur.Revision != l.committed.Revision) {
-		if l.adoptLateCommit(cur, now) {
+	if l.unknown != nil {
+		// Whether the last record went through must be known before the
+		// next one is proposed, or its events would be committed twice.
+		bctx, cancel := context.WithTimeout(ctx, l.s.cfg.Raft.ApplyTimeout)
+		err := l.s.store.Barrier(bctx)
+		cancel()
+		if err != nil {
+			l.retryLater(ctx, now, err, commitRetryPause, "step", "barrier after a record of unknown outcome")
 			return
 		}
+		if l.adoptLateCommit(l.s.store.Correlation(), now) {
+			return
+		}
+		l.unknown = nil // it never committed: its events are proposed again
+	}
+	if cur := l.s.store.Correlation(); cur != nil && (l.committed == nil || cur.Revision != l.committed.Revision) {
 		// Another leader committed since this one read the record (this
 		// node lost and regained leadership between two polls): its view
 		// of the record is stale, so it starts over from the committed one.
@@ -322,10 +334,6 @@ func (l *leaderCorrelator) commit(ctx context.Context) {
 	res, err := l.s.store.PutCorrelation(cctx, u)
 	cancel()
 	if err != nil {
-		if errors.Is(err, raftstore.ErrNotLeader) || errors.Is(err, raftstore.ErrLeadershipLost) || errors.Is(err, raftstore.ErrClosed) {
-			l.lost = true
-			return
-		}
 		pause := commitRetryPause
 		l.refused, l.unknown = "", nil
 		switch {
@@ -335,19 +343,30 @@ func (l *leaderCorrelator) commit(ctx context.Context) {
 			pause, l.refused = invalidRecordPause, key
 		default:
 			// The outcome is unknown (e.g. the apply timed out): the entry
-			// may still commit, and then the next attempt adopts it.
+			// may still commit; the next attempt first finds out.
 			l.unknown = &unknownCommit{after: base, events: len(l.pending), reports: len(l.reports), grace: u.Grace}
 		}
-		if ctx.Err() == nil {
-			l.log.Error("correlation record not committed; retrying", "events", len(l.pending), "retry_in", pause,
-				"severity", u.Severity, "held", u.Held, "error", err)
-		}
-		l.retryAt = now.Add(pause)
+		l.retryLater(ctx, now, err, pause, "severity", u.Severity, "held", u.Held)
 		return
 	}
 	prev := l.committed
 	l.committed, l.retryAt, l.refused, l.unknown = &res.Record, time.Time{}, "", nil
 	l.committedWith(prev, &res.Record, len(l.pending), len(l.reports), u.Grace, res.Graced, now)
+}
+
+// retryLater handles a failed commit or barrier: lost leadership drops the
+// engine (the loop starts a new one if this node leads again); anything
+// else is logged and retried after pause.
+func (l *leaderCorrelator) retryLater(ctx context.Context, now time.Time, err error, pause time.Duration, attrs ...any) {
+	if errors.Is(err, raftstore.ErrNotLeader) || errors.Is(err, raftstore.ErrLeadershipLost) || errors.Is(err, raftstore.ErrClosed) {
+		l.lost = true
+		return
+	}
+	if ctx.Err() == nil {
+		attrs = append([]any{"events", len(l.pending), "retry_in", pause}, attrs...)
+		l.log.Error("correlation record not committed; retrying", append(attrs, "error", err)...)
+	}
+	l.retryAt = now.Add(pause)
 }
 
 // unknownCommit is a record whose commit failed with an unknown outcome.
@@ -360,13 +379,13 @@ type unknownCommit struct {
 	grace           []string
 }
 
-// adoptLateCommit recognises cur as this leader's own record whose commit
-// timed out but went through: the next revision after the one it was
-// proposed on, naming this node. It takes it as committed (logging its
+// adoptLateCommit recognises cur (read after a barrier, so complete) as
+// this leader's own record whose commit timed out but went through: the
+// next revision after the one it was proposed on, naming this node. It takes it as committed (logging its
 // events and handing its reports on) and reports whether it did.
 func (l *leaderCorrelator) adoptLateCommit(cur *raftstore.CorrelationRecord, now time.Time) bool {
 	u := l.unknown
-	if u == nil || cur.Revision != u.after+1 || cur.Leader != l.s.cfg.NodeID {
+	if u == nil || cur == nil || cur.Revision != u.after+1 || cur.Leader != l.s.cfg.NodeID {
 		return false
 	}
 	l.log.Info("a correlation record whose commit timed out was committed after all", "revision", cur.Revision)

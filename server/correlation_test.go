@@ -936,3 +936,32 @@ func TestALateCommitOfThisLeadersRecordIsAdopted(t *testing.T) {
 		t.Fatalf("after adopting: committed %p (want %p), unknown %v, pending %+v", l.committed, cur, l.unknown, l.pending)
 	}
 }
+
+// A record of unknown outcome that never committed: after the barrier the
+// leader proposes its events again, and they are committed once.
+func TestARecordOfUnknownOutcomeThatNeverCommittedIsProposedAgain(t *testing.T) {
+	n, _, _ := corrNode(t)
+	s := n.srv
+	rec := s.Store().Correlation()
+	cor, err := engine.NewCorrelator(s.cfg.Correlation)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := rec.At.Add(-time.Hour) // an instant no other event has
+	sent := engine.CorrelationEvent{Type: engine.EventDCStateChanged, At: at, Datacenter: "dc2", From: engine.DCHealthy, To: engine.DCFailing}
+	l := &leaderCorrelator{s: s, cor: cor, log: s.corr.log, committed: rec, pending: []engine.CorrelationEvent{sent},
+		unknown: &unknownCommit{after: rec.Revision, events: 1}}
+	l.commit(ctx(t))
+	if l.lost || l.unknown != nil || len(l.pending) != 0 || l.committed.Revision != rec.Revision+1 {
+		t.Fatalf("after the retry: lost %v, unknown %v, pending %d, revision %d (want %d)", l.lost, l.unknown, len(l.pending), l.committed.Revision, rec.Revision+1)
+	}
+	n2 := 0
+	for _, ev := range s.Store().Correlation().Events {
+		if ev.At.Equal(at) && ev.Datacenter == "dc2" {
+			n2++
+		}
+	}
+	if n2 != 1 {
+		t.Fatalf("the event was committed %d times", n2)
+	}
+}
