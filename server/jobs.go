@@ -196,7 +196,7 @@ func (s *Server) getJobReporters(w http.ResponseWriter, r *http.Request, caller 
 	}
 	out := api.JobReporters{JobID: jobID, Node: s.cfg.NodeID, Results: []api.ReporterResult{}}
 	if s.reporters != nil {
-		out.Since = s.reporters.dispatchingSince()
+		out.Since = s.reporters.dispatchingSince(s.store.IsLeader(), s.clock())
 		for _, res := range s.reporters.pipeline.Results(jobID) {
 			out.Results = append(out.Results, reporterResultToAPI(res))
 		}

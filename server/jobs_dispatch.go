@@ -42,10 +42,16 @@ type reporterState struct {
 }
 
 // dispatchingSince is when this node last became the leader, since when
-// its results are complete; zero while it does not lead.
-func (rs *reporterState) dispatchingSince() time.Time {
+// its results are complete; zero while it does not lead. leading and now
+// are the store's leadership and the clock at the call: a leader whose
+// leadership poll has not run yet answers from now (its results are
+// complete since then at least) and keeps that time.
+func (rs *reporterState) dispatchingSince(leading bool, now time.Time) time.Time {
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
+	if leading && rs.since.IsZero() {
+		rs.since = now
+	}
 	return rs.since
 }
 
@@ -119,7 +125,9 @@ func (s *Server) trackLeadership(ctx context.Context) {
 			leading = now
 			s.reporters.mu.Lock()
 			if leading {
-				s.reporters.since = s.clock()
+				if s.reporters.since.IsZero() { // unless an answer set it first
+					s.reporters.since = s.clock()
+				}
 			} else {
 				s.reporters.since = time.Time{}
 			}
